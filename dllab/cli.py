@@ -1,0 +1,209 @@
+"""`python -m dllab` (or `dllab`): list | describe | run | bench | report.
+
+Exit status: 0 ok, 1 an expectation failed or the scenario raised, 2 bad input (one line on
+stderr, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from dllab.errors import DllabError, SkipScenario
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints the whole usage)
+        self.exit(2, f"dllab: error: {message} (see `python -m dllab {self.prog.split()[-1]} --help`)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dllab", description="Runnable, seeded, checked deep-learning scenarios.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    listing = sub.add_parser("list", help="list the scenarios")
+    listing.add_argument("--tag", help="only scenarios with this tag")
+    listing.add_argument("--framework", help="only scenarios that run on this framework")
+    listing.add_argument("--by-question", action="store_true", help="map every seed question 1-45 to its scenarios")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+    describe = sub.add_parser("describe", help="what a scenario measures and where the seed is wrong")
+    describe.add_argument("id")
+
+    run = sub.add_parser("run", help="run a scenario and check its expectations")
+    run.add_argument("id")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--framework", help="numpy, torch, tensorflow or keras (default: first installed)")
+    run.add_argument("--device", help="cpu or cuda (default: $DLLAB_DEVICE or cpu)")
+    run.add_argument("--quick", action="store_true", help="the quick profile of the test matrix")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a parameter (repeatable)")
+    run.add_argument("--out", help="run folder (default: runs/<id>/<framework>-<device>-s<seed>-<time>)")
+    run.add_argument("--threads", type=int, help="CPU threads for the framework (default 1: repeatable)")
+    run.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its checkpoint")
+    run.add_argument("--verbose", action="store_true", help="print the traceback of a failed scenario")
+    run.add_argument("--json", action="store_true", help="print result.json instead of the table")
+
+    bench = sub.add_parser("bench", help="benchmark dllab against a reference implementation")
+    bench.add_argument("target", choices=["dqn"])
+    bench.add_argument("--against", choices=["sb3"], default="sb3")
+    bench.add_argument("--env", default="CartPole-v1")
+    bench.add_argument("--seeds", type=int, default=5)
+    bench.add_argument("--steps", type=int, default=50_000)
+    bench.add_argument("--threads", type=int, default=1)
+    bench.add_argument("--seeds-batched", type=int, default=0, metavar="K",
+                       help="also train K seeds of dllab's DQN as one batched computation")
+    bench.add_argument("--out", default="runs/bench")
+
+    report = sub.add_parser("report", help="an HTML and Markdown page of every result under runs/")
+    report.add_argument("runs_dir", nargs="?", default="runs")
+    report.add_argument("--out", default=None, help="HTML file (default: RUNS_DIR/report.html)")
+    return parser
+
+
+def _list(args) -> int:
+    from dllab import registry
+    from dllab.devices import missing_reason
+
+    specs = list(registry.load_all().values())
+    if args.tag:
+        specs = [s for s in specs if args.tag in s.tags]
+    if args.framework:
+        specs = [s for s in specs if args.framework in s.frameworks]
+    if args.by_question:
+        questions = registry.load_questions()
+        by_question = {q: [s.id for s in specs if q in s.questions] for q in questions}
+        if args.json:
+            print(json.dumps({str(q): ids for q, ids in by_question.items()}, indent=2))
+            return 0
+        for q, title in questions.items():
+            ids = ", ".join(by_question[q]) or "(no scenario)"
+            print(f"Q{q:<3} {title[:58]:<58}  {ids}")
+        covered = sum(1 for ids in by_question.values() if ids)
+        print(f"\n{covered} of {len(questions)} questions covered")
+        return 0
+    if args.json:
+        print(json.dumps([{"id": s.id, "title": s.title, "questions": list(s.questions),
+                           "frameworks": list(s.frameworks), "tags": list(s.tags)} for s in specs], indent=2))
+        return 0
+    width = max((len(s.id) for s in specs), default=10)
+    for spec in specs:
+        frameworks = " ".join(f if missing_reason(f, spec.requires) is None else f"({f})" for f in spec.frameworks)
+        questions = ",".join(map(str, spec.questions))
+        print(f"{spec.id:<{width}}  Q{questions:<10} {frameworks:<32} {spec.title}")
+    print(f"\n{len(specs)} scenarios; (framework) = not installed here")
+    return 0
+
+
+def _describe(args) -> int:
+    from dllab import registry
+    from dllab.devices import missing_reason
+
+    spec = registry.get(args.id)
+    questions = registry.load_questions()
+    wrap = lambda text: textwrap.fill(" ".join(text.split()), 96, initial_indent="  ", subsequent_indent="  ")
+    print(f"{spec.id}: {spec.title}")
+    for q in spec.questions:
+        print(f"  Q{q}: {questions.get(q, '?')}")
+    installed = [f if missing_reason(f, spec.requires) is None else f"{f} (not installed)" for f in spec.frameworks]
+    print(f"frameworks: {', '.join(installed)}   devices: {', '.join(spec.devices)}   file: {spec.source}")
+    if spec.summary:
+        print("\nWhat it measures:")
+        for paragraph in spec.summary.split("\n\n"):
+            print(wrap(paragraph))
+    if spec.claims:
+        print("\nThe seed says, and what dllab measures:")
+        for claim in spec.claims:
+            print(f"  Q{claim.question} seed: {' '.join(claim.claim.split())}")
+            print(wrap(f"  measured: {claim.truth}" + (f" (metric `{claim.metric}`)" if claim.metric else "")))
+    if spec.notes:
+        print("\nNotes:")
+        for paragraph in spec.notes.split("\n\n"):
+            print(wrap(paragraph))
+    print("\nParameters (full profile; quick overrides in brackets):")
+    for key, value in spec.params.items():
+        quick = f"  [quick: {spec.quick[key]!r}]" if key in spec.quick else ""
+        print(f"  {key} = {value!r}{quick}")
+    print("\nExpectations:")
+    for key, bound in spec.expect.items():
+        quick = f"  [quick: {spec.expect_quick[key].text}]" if key in spec.expect_quick else ""
+        print(f"  {key} {bound.text}{quick}")
+    for key, bound in spec.expect_quick.items():
+        if key not in spec.expect:
+            print(f"  {key} {bound.text}  (quick only)")
+    return 0
+
+
+def _print_result(result) -> None:
+    print(f"{result.scenario}  [{result.framework}"
+          f"{'/' + result.keras_backend if result.keras_backend else ''}, {result.device}, seed {result.seed}, "
+          f"{result.profile}]  {result.status} in {result.wall_s:.1f} s")
+    if result.error:
+        print(f"  error: {result.error}")
+    width = max((len(k) for k in result.metrics), default=10)
+    for name, value in result.metrics.items():
+        print(f"  {name:<{width}}  {value:.6g}")
+    if result.expect:
+        print("expectations:")
+    for name, check in result.expect.items():
+        mark = {True: "\u2713", False: "\u2717", None: "-"}[check["ok"]]
+        value = "missing" if check["value"] is None else f"{check['value']:.6g}"
+        extra = f"  (skipped: {check['skipped']})" if "skipped" in check else ""
+        print(f"  {mark} {name} {check['bound']}  (measured {value}){extra}")
+    print(f"result: {Path(result.out_dir) / 'result.json'}  fingerprint {result.fingerprint}")
+
+
+def _run(args) -> int:
+    from dllab import registry
+    from dllab.runner import run_scenario
+
+    spec = registry.get(args.id)
+    if args.resume and not (Path(args.resume) / "result.json").is_file():
+        from dllab.errors import UsageError
+
+        raise UsageError(f"--resume {args.resume}: no result.json there (not a dllab run folder)")
+    try:
+        result = run_scenario(spec, seed=args.seed, framework=args.framework, device=args.device,
+                              quick=args.quick, overrides=args.overrides,
+                              out_dir=args.out or args.resume, threads=args.threads, resume_from=args.resume)
+    except SkipScenario as skip:
+        print(f"dllab: {spec.id} cannot run here: {skip}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        _print_result(result)
+    if result.status == "failed" and args.verbose:
+        print((Path(result.out_dir) / "traceback.txt").read_text(), file=sys.stderr)
+    if result.status == "interrupted":
+        return 130
+    return 0 if result.expectations_met else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return _list(args)
+        if args.command == "describe":
+            return _describe(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "bench":
+            from dllab.rl.bench import main as bench_main
+
+            return bench_main(args)
+        if args.command == "report":
+            from dllab.report import main as report_main
+
+            return report_main(args)
+    except DllabError as error:
+        print(f"dllab: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dllab: interrupted", file=sys.stderr)
+        return 130
+    return 2

@@ -1,0 +1,266 @@
+"""The scenario registry: TOML files parsed into `ScenarioSpec`s, keyed by id.
+
+Scenarios are data, not code (as in Gymnasium's registry): each file names its entry function as
+`"module:function"` and is parsed without importing it. dllab's own files live in
+`dllab/scenarios/` (shipped inside the wheel). Another package adds a folder of its own through
+the entry-point group `dllab.scenarios`: the entry point names a callable that returns the path
+of that folder. A clash of ids is an error naming both files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from dllab.errors import ScenarioFileError, UsageError
+
+FRAMEWORKS = ("numpy", "torch", "tensorflow", "keras")
+DEVICES = ("cpu", "cuda")
+ENTRY_POINT_GROUP = "dllab.scenarios"
+BUILTIN_DIR = Path(__file__).parent / "scenarios"
+_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)*$")
+_BOUND = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_RANGE = re.compile(r"^\s*([-+]?[\d.eE+-]+)\s*\.\.\s*([-+]?[\d.eE+-]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One expectation, such as `>= 0.97` or `0.1 .. 0.2` (inclusive), checked on a metric."""
+
+    text: str
+
+    def check(self, value: float | None) -> bool:
+        if value is None or value != value:  # missing or NaN never satisfies a bound
+            return False
+        match = _BOUND.match(self.text)
+        if match:
+            op, limit = match.group(1), float(match.group(2))
+            return {
+                ">=": value >= limit, "<=": value <= limit, ">": value > limit,
+                "<": value < limit, "==": value == limit, "!=": value != limit,
+            }[op]
+        low, high = (float(x) for x in _RANGE.match(self.text).groups())
+        return low <= value <= high
+
+    @staticmethod
+    def parse(text: Any, where: str) -> Bound:
+        if not isinstance(text, str) or not (_BOUND.match(text) or _RANGE.match(text)):
+            raise ScenarioFileError(
+                f"{where}: expected a bound such as \">= 0.7\", \"< 5\" or \"0.1 .. 0.2\", got {text!r}"
+            )
+        return Bound(text.strip())
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the seed document says on a question, and what dllab measures instead."""
+
+    question: int
+    claim: str
+    truth: str
+    metric: str = ""  # the metric of the run that shows it, if one does
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """A scenario as declared in its TOML file (see DESIGN.md, "The scenario contract")."""
+
+    id: str
+    title: str
+    questions: tuple[int, ...]
+    frameworks: tuple[str, ...]
+    entry: dict[str, str]  # framework -> "module:function"
+    source: Path
+    devices: tuple[str, ...] = ("cpu",)
+    tags: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()  # importable modules besides the framework, e.g. "gymnasium"
+    params: dict[str, Any] = field(default_factory=dict)
+    quick: dict[str, Any] = field(default_factory=dict)
+    expect: dict[str, Bound] = field(default_factory=dict)
+    expect_quick: dict[str, Bound] = field(default_factory=dict)
+    volatile: tuple[str, ...] = ()  # metrics measured in seconds/bytes: kept out of the fingerprint
+    summary: str = ""
+    notes: str = ""
+    claims: tuple[Claim, ...] = ()
+
+    def resolved_params(self, quick: bool) -> dict[str, Any]:
+        return {**self.params, **(self.quick if quick else {})}
+
+    def expectations(self, quick: bool) -> dict[str, Bound]:
+        return {**self.expect, **(self.expect_quick if quick else {})}
+
+
+def _field(data: dict, name: str, kind: type | tuple, where: str, default: Any = ...) -> Any:
+    if name not in data:
+        if default is ...:
+            raise ScenarioFileError(f"{where}: missing required field '{name}'")
+        return default
+    value = data[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ScenarioFileError(f"{where}: field '{name}' must be {names}, got {value!r}")
+    return value
+
+
+def _str_list(data: dict, name: str, where: str, allowed: tuple = (), default=()) -> tuple:
+    values = _field(data, name, list, where, list(default))
+    for value in values:
+        if not isinstance(value, str) or (allowed and value not in allowed):
+            hint = f" (one of {', '.join(allowed)})" if allowed else ""
+            raise ScenarioFileError(f"{where}: field '{name}' has invalid entry {value!r}{hint}")
+    return tuple(values)
+
+
+_KNOWN = {
+    "id", "title", "questions", "frameworks", "entry", "devices", "tags", "requires", "params",
+    "quick", "expect", "expect_quick", "volatile", "summary", "notes", "claims",
+}
+
+
+def parse_spec(data: dict, source: Path) -> ScenarioSpec:
+    """Validate one parsed TOML document; every error names the file and the field."""
+    where = str(source)
+    unknown = sorted(set(data) - _KNOWN)
+    if unknown:
+        raise ScenarioFileError(f"{where}: unknown field '{unknown[0]}' (known: {', '.join(sorted(_KNOWN))})")
+    scenario_id = _field(data, "id", str, where)
+    if not _ID.match(scenario_id):
+        raise ScenarioFileError(f"{where}: field 'id' {scenario_id!r} must be lowercase words joined by '/'")
+    questions = _field(data, "questions", list, where, [])
+    if not all(isinstance(q, int) and not isinstance(q, bool) and 1 <= q <= 45 for q in questions):
+        raise ScenarioFileError(f"{where}: field 'questions' must list seed question numbers 1-45")
+    frameworks = _str_list(data, "frameworks", where, FRAMEWORKS)
+    if not frameworks:
+        raise ScenarioFileError(f"{where}: field 'frameworks' must name at least one framework")
+    raw_entry = data.get("entry")
+    if isinstance(raw_entry, str):
+        entry = {framework: raw_entry for framework in frameworks}
+    elif isinstance(raw_entry, dict):
+        entry = dict(raw_entry)
+        missing = [f for f in frameworks if f not in entry]
+        if missing:
+            raise ScenarioFileError(f"{where}: field 'entry' has no function for framework '{missing[0]}'")
+    else:
+        raise ScenarioFileError(f"{where}: field 'entry' must be \"module:function\" or a table per framework")
+    for framework, target in entry.items():
+        if not isinstance(target, str) or not _ENTRY.match(target):
+            raise ScenarioFileError(f"{where}: field 'entry' ({framework}) must be \"module:function\", got {target!r}")
+    params = _field(data, "params", dict, where, {})
+    quick = _field(data, "quick", dict, where, {})
+    for key in quick:
+        if key not in params:
+            raise ScenarioFileError(f"{where}: field 'quick.{key}' overrides no key of [params]")
+        if type(quick[key]) is not type(params[key]) and not (
+            isinstance(params[key], float) and isinstance(quick[key], int)
+        ):
+            raise ScenarioFileError(f"{where}: field 'quick.{key}' must have the type of params.{key}")
+    expect = {k: Bound.parse(v, f"{where}: field 'expect.{k}'") for k, v in _field(data, "expect", dict, where, {}).items()}
+    expect_quick = {
+        k: Bound.parse(v, f"{where}: field 'expect_quick.{k}'")
+        for k, v in _field(data, "expect_quick", dict, where, {}).items()
+    }
+    claims = []
+    for index, claim in enumerate(_field(data, "claims", list, where, [])):
+        claim_where = f"{where}: field 'claims[{index}]'"
+        if not isinstance(claim, dict):
+            raise ScenarioFileError(f"{claim_where} must be a table")
+        claims.append(Claim(
+            question=_field(claim, "question", int, claim_where),
+            claim=_field(claim, "claim", str, claim_where),
+            truth=_field(claim, "truth", str, claim_where),
+            metric=_field(claim, "metric", str, claim_where, ""),
+        ))
+    return ScenarioSpec(
+        id=scenario_id,
+        title=_field(data, "title", str, where),
+        questions=tuple(questions),
+        frameworks=frameworks,
+        entry=entry,
+        source=source,
+        devices=_str_list(data, "devices", where, DEVICES, ("cpu",)),
+        tags=_str_list(data, "tags", where),
+        requires=_str_list(data, "requires", where),
+        params=params,
+        quick=quick,
+        expect=expect,
+        expect_quick=expect_quick,
+        volatile=_str_list(data, "volatile", where),
+        summary=_field(data, "summary", str, where, "").strip(),
+        notes=_field(data, "notes", str, where, "").strip(),
+        claims=tuple(claims),
+    )
+
+
+def load_file(path: Path) -> ScenarioSpec:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ScenarioFileError(f"{path}: not valid TOML: {error}") from None
+    return parse_spec(data, path)
+
+
+def scenario_dirs() -> list[tuple[str, Path]]:
+    """dllab's own folder, then one per `dllab.scenarios` entry point, as (origin, folder)."""
+    dirs = [("dllab", BUILTIN_DIR)]
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            folder = Path(point.load()())
+        except Exception as error:  # a broken plugin must not hide dllab's own scenarios
+            raise ScenarioFileError(f"entry point {point.name!r} ({point.value}) failed: {error}") from None
+        if not folder.is_dir():
+            raise ScenarioFileError(f"entry point {point.name!r} ({point.value}) returned {folder}, not a folder")
+        dirs.append((point.value, folder))
+    extra = os.environ.get("DLLAB_SCENARIO_PATH")
+    for folder in filter(None, (extra or "").split(os.pathsep)):
+        dirs.append(("DLLAB_SCENARIO_PATH", Path(folder)))
+    return dirs
+
+
+_CACHE: dict[str, ScenarioSpec] | None = None
+
+
+def load_all(refresh: bool = False) -> dict[str, ScenarioSpec]:
+    """All registered scenarios, keyed by id, sorted; cached after the first call."""
+    global _CACHE
+    if _CACHE is not None and not refresh:
+        return _CACHE
+    found: dict[str, ScenarioSpec] = {}
+    for _, folder in scenario_dirs():
+        for path in sorted(folder.rglob("*.toml")):
+            spec = load_file(path)
+            if spec.id in found:
+                raise ScenarioFileError(f"scenario id {spec.id!r} is defined twice: {found[spec.id].source} and {path}")
+            found[spec.id] = spec
+    _CACHE = dict(sorted(found.items()))
+    return _CACHE
+
+
+def get(scenario_id: str) -> ScenarioSpec:
+    """The spec for an id, or a UsageError with the closest ids ("did you mean")."""
+    specs = load_all()
+    if scenario_id in specs:
+        return specs[scenario_id]
+    ids = list(specs)
+    close = difflib.get_close_matches(scenario_id, ids, n=3, cutoff=0.6)
+    close += [i for i in ids if i.endswith("/" + scenario_id) and i not in close]
+    hint = f"; did you mean {' or '.join(repr(c) for c in close[:3])}?" if close else "; see `python -m dllab list`"
+    raise UsageError(f"unknown scenario {scenario_id!r}{hint}")
+
+
+def load_questions() -> dict[int, str]:
+    with open(Path(__file__).parent / "questions.toml", "rb") as handle:
+        return {int(k): v for k, v in tomllib.load(handle).items()}

@@ -1,0 +1,356 @@
+"""Run one scenario: resolve framework, device and params, seed, call the entry, check, record.
+
+The entry is a plain function `fn(ctx, **params) -> dict[str, float]`. The runner gives it a
+`RunContext` (seed, framework, device, profile, run folder, progress bars, TensorBoard scalars)
+and turns what it returns into a `RunResult`, written atomically to `<run folder>/result.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from dllab import __version__
+from dllab.devices import default_device, keras_backend, missing_reason, resolve_device
+from dllab.errors import SkipScenario, UsageError
+from dllab.registry import ScenarioSpec
+from dllab.seeding import backend_of, seed_everything
+
+_VERSION_MODULES = ("torch", "tensorflow", "keras", "gymnasium", "stable_baselines3", "sklearn", "scipy")
+
+
+@dataclass
+class RunContext:
+    """What an entry function gets: where and how it runs, and a few services."""
+
+    spec: ScenarioSpec
+    seed: int
+    framework: str
+    device: str
+    profile: str  # "full" or "quick"
+    out_dir: Path
+    threads: int
+    params: dict[str, Any]
+    resume_from: Path | None = None  # a run folder whose checkpoint a resumable trainer continues
+    show_progress: bool | None = None  # None: only on a terminal
+    partial_metrics: dict[str, float] = field(default_factory=dict)
+    skipped_metrics: dict[str, str] = field(default_factory=dict)
+    _writer: Any = None
+
+    @property
+    def quick(self) -> bool:
+        return self.profile == "quick"
+
+    @property
+    def backend(self) -> str:
+        """The tensor library doing the work ("torch", "tensorflow" or "numpy")."""
+        return backend_of(self.framework)
+
+    def rng(self, stream: int = 0) -> np.random.Generator:
+        """A numpy generator derived from the run's seed; distinct streams are independent."""
+        return np.random.default_rng([self.seed, stream])
+
+    def progress(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = ""):
+        """A tqdm progress bar (shown on a terminal only, never in tests or logs)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc or self.spec.id, leave=False,
+                    disable=None if self.show_progress is None else not self.show_progress)
+
+    def _tensorboard(self):
+        if self._writer is None:
+            from dllab.tensorboard_log import ScalarWriter
+
+            self._writer = ScalarWriter(self.out_dir / "tensorboard")
+        return self._writer
+
+    def log_scalar(self, tag: str, value: float, step: int) -> None:
+        """A point of a training curve, in TensorBoard (`charts/...`, `losses/...`)."""
+        self._tensorboard().scalar(tag, float(value), int(step))
+
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """An HxW or HxWxC uint8 image (a sample grid, say), in TensorBoard."""
+        self._tensorboard().image(tag, image, int(step))
+
+    def artifact(self, name: str) -> Path:
+        """A path inside the run folder for a file the scenario keeps (PNG, checkpoint)."""
+        path = self.out_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save_figure(self, figure, name: str) -> Path:
+        """Save a matplotlib figure as a PNG artifact with fixed metadata (same run, same bytes)."""
+        import matplotlib.pyplot as plt
+
+        path = self.artifact(name if name.endswith(".png") else name + ".png")
+        figure.savefig(path, dpi=100, metadata={"Software": None})
+        plt.close(figure)
+        return path
+
+    def record(self, **metrics: float) -> None:
+        """Metrics known so far: they survive into result.json if the run is interrupted."""
+        self.partial_metrics.update({k: float(v) for k, v in metrics.items()})
+
+    def skip_metric(self, name: str, reason: str) -> None:
+        """Mark a metric as not measurable here (its expectation is then skipped, with the reason)."""
+        self.skipped_metrics[name] = reason
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+@dataclass
+class RunResult:
+    """What result.json holds (the keys later work relies on; see DESIGN.md)."""
+
+    scenario: str
+    seed: int
+    framework: str
+    device: str
+    profile: str
+    status: str  # "ok", "failed" or "interrupted"
+    metrics: dict[str, float]
+    expect: dict[str, dict[str, Any]]
+    versions: dict[str, str]
+    wall_s: float
+    fingerprint: str
+    params: dict[str, Any]
+    questions: list[int]
+    out_dir: str
+    error: str = ""
+    keras_backend: str | None = None
+    started: str = ""
+
+    @property
+    def expectations_met(self) -> bool:
+        return self.status == "ok" and all(e["ok"] is not False for e in self.expect.values())
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items()}
+        data["expectations_met"] = self.expectations_met
+        return data
+
+
+def fingerprint(metrics: dict[str, float], volatile: Iterable[str] = ()) -> str:
+    """A hash of the metrics (less timings): two runs agree bit for bit iff their fingerprints do."""
+    kept = {k: v for k, v in sorted(metrics.items()) if k not in set(volatile)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _coerce(key: str, text: str, default: Any) -> Any:
+    """Turn `--set key=text` into the type of the scenario's default value, or say what is wrong."""
+    kind = type(default)
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind is list:
+            value = json.loads(text)
+            if not isinstance(value, list):
+                raise ValueError
+            return value
+        return text
+    except ValueError:
+        example = {bool: "true or false", int: "an integer", float: "a number", list: "a JSON list"}[kind]
+        raise UsageError(f"--set {key}: expected {example} ({kind.__name__}), got {text!r}") from None
+
+
+def apply_overrides(spec: ScenarioSpec, params: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply `key=value` strings, each checked against a known key and its type."""
+    params = dict(params)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected key=value")
+        if key not in params:
+            known = ", ".join(sorted(params)) or "none"
+            raise UsageError(f"--set {key}: {spec.id} has no parameter {key!r} (known: {known})")
+        params[key] = _coerce(key, text.strip(), params[key])
+    return params
+
+
+def choose_framework(spec: ScenarioSpec, framework: str | None) -> str:
+    """The requested framework if the scenario has it and it is installed; else the first installed."""
+    if framework is not None:
+        if framework not in spec.frameworks:
+            raise UsageError(f"{spec.id} runs on {', '.join(spec.frameworks)}, not {framework!r}")
+        reason = missing_reason(framework, spec.requires)
+        if reason:
+            raise UsageError(f"{spec.id}: {reason}")
+        return framework
+    reasons = []
+    for candidate in spec.frameworks:
+        reason = missing_reason(candidate, spec.requires)
+        if reason is None:
+            return candidate
+        reasons.append(reason)
+    raise UsageError(f"{spec.id}: {reasons[0]}")
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("DLLAB_RUNS_DIR", "runs"))
+
+
+def framework_label(framework: str) -> str:
+    return f"keras_{keras_backend()}" if framework == "keras" else framework
+
+
+def new_run_dir(spec: ScenarioSpec, framework: str, device: str, seed: int) -> Path:
+    """A fresh folder `runs/<id>/<framework>-<device>-s<seed>-<timestamp>`, never shared."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    base = runs_root() / spec.id / f"{framework_label(framework)}-{device}-s{seed}-{stamp}"
+    for attempt in range(1000):
+        candidate = base if attempt == 0 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise UsageError(f"could not create a fresh run folder under {base.parent}")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_entry(target: str) -> Callable[..., dict]:
+    module_name, _, function_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, function_name)
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "dllab": __version__, "numpy": np.__version__}
+    for name in _VERSION_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__version__", None):
+            found[name] = str(module.__version__)
+    return found
+
+
+def _numbers(metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        raise TypeError(f"the entry function must return a dict of metrics, got {type(metrics).__name__}")
+    out = {}
+    for key, value in metrics.items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"metric {key!r} is not a number: {value!r}") from None
+    return out
+
+
+class _TerminateAsInterrupt:
+    """While a run is in progress, SIGTERM stops it like Ctrl-C (KeyboardInterrupt)."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def run_scenario(
+    spec: ScenarioSpec,
+    *,
+    seed: int = 0,
+    framework: str | None = None,
+    device: str | None = None,
+    quick: bool = False,
+    overrides: Iterable[str] = (),
+    out_dir: Path | str | None = None,
+    threads: int | None = None,
+    show_progress: bool | None = None,
+    resume_from: Path | str | None = None,
+) -> RunResult:
+    """Run one scenario and write its result.json. Bad input raises UsageError before any file
+    is written; a scenario that cannot run here raises SkipScenario and leaves nothing behind."""
+    framework = choose_framework(spec, framework)
+    device = resolve_device(framework, device or default_device(), spec.devices)
+    params = apply_overrides(spec, spec.resolved_params(quick), overrides)
+    threads = int(threads or os.environ.get("DLLAB_THREADS", 1))
+    created = out_dir is None
+    out = new_run_dir(spec, framework, device, seed) if created else Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(spec=spec, seed=seed, framework=framework, device=device,
+                     profile="quick" if quick else "full", out_dir=out, threads=threads, params=params,
+                     resume_from=Path(resume_from) if resume_from else None, show_progress=show_progress)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    status, error, metrics = "ok", "", {}
+    start = time.perf_counter()
+    try:
+        with _TerminateAsInterrupt():
+            function = load_entry(spec.entry[framework])
+            seed_everything(seed, framework, threads)
+            metrics = _numbers(function(ctx, **params))
+    except SkipScenario:
+        ctx.close()
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    except KeyboardInterrupt:
+        status, metrics = "interrupted", dict(ctx.partial_metrics)
+    except Exception as exception:  # the scenario failed: record it, never crash the caller
+        status, metrics = "failed", dict(ctx.partial_metrics)
+        error = f"{type(exception).__name__}: {exception}"
+        (out / "traceback.txt").write_text(traceback.format_exc())
+    finally:
+        ctx.close()
+    wall = time.perf_counter() - start
+    expect = {}
+    for name, bound in spec.expectations(quick).items():
+        value = metrics.get(name)
+        if name in ctx.skipped_metrics and value is None:
+            expect[name] = {"bound": bound.text, "value": None, "ok": None, "skipped": ctx.skipped_metrics[name]}
+        else:
+            ok = bound.check(value) if not (value is None or math.isnan(value)) else False
+            expect[name] = {"bound": bound.text, "value": value, "ok": ok}
+    result = RunResult(
+        scenario=spec.id, seed=seed, framework=framework, device=device, profile=ctx.profile,
+        status=status, metrics=metrics, expect=expect, versions=versions(), wall_s=round(wall, 3),
+        fingerprint=fingerprint(metrics, spec.volatile), params=params, questions=list(spec.questions),
+        out_dir=str(out), error=error, keras_backend=keras_backend() if framework == "keras" else None,
+        started=started,
+    )
+    write_json_atomic(out / "result.json", result.to_json())
+    return result
