@@ -111,6 +111,22 @@ class RunContext:
         """Mark a metric as not measurable here (its expectation is then skipped, with the reason)."""
         self.skipped_metrics[name] = reason
 
+    def save_checkpoint(self, arrays: dict[str, np.ndarray], meta: dict) -> Path:
+        """Save a checkpoint (at an epoch boundary, say) into `<run folder>/checkpoint`, atomically.
+        Include everything needed to continue exactly: weights, optimizer state, schedules, RNG
+        states (`dllab.checkpoint.rng_state()` gives Python's, numpy's and torch's)."""
+        from dllab import checkpoint
+
+        return checkpoint.save(self.out_dir / "checkpoint", arrays, meta)
+
+    def load_checkpoint(self) -> tuple[dict[str, np.ndarray], dict] | None:
+        """The checkpoint of the run being resumed (`--resume DIR`), or None for a fresh run."""
+        if self.resume_from is None or not (self.resume_from / "checkpoint").is_dir():
+            return None
+        from dllab import checkpoint
+
+        return checkpoint.load(self.resume_from / "checkpoint")
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
