@@ -1,0 +1,1 @@
+"""Framework mechanics, shown by measurement: autograd, tapes, modules, optimizers, sessions, ..."""
