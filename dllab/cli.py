@@ -156,15 +156,24 @@ def _print_result(result) -> None:
     print(f"result: {Path(result.out_dir) / 'result.json'}  fingerprint {result.fingerprint}")
 
 
+def _check_resume(folder: Path, scenario_id: str) -> None:
+    from dllab.errors import UsageError
+
+    try:
+        previous = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"--resume {folder}: no readable result.json there (not a dllab run folder)") from None
+    if previous.get("scenario") != scenario_id:
+        raise UsageError(f"--resume {folder}: that folder holds a run of {previous.get('scenario')!r}, not {scenario_id!r}")
+
+
 def _run(args) -> int:
     from dllab import registry
     from dllab.runner import run_scenario
 
     spec = registry.get(args.id)
-    if args.resume and not (Path(args.resume) / "result.json").is_file():
-        from dllab.errors import UsageError
-
-        raise UsageError(f"--resume {args.resume}: no result.json there (not a dllab run folder)")
+    if args.resume:
+        _check_resume(Path(args.resume), spec.id)
     try:
         result = run_scenario(spec, seed=args.seed, framework=args.framework, device=args.device,
                               quick=args.quick, overrides=args.overrides,

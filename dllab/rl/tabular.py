@@ -105,13 +105,15 @@ def rollout_returns(env, policy: np.ndarray, episodes: int, seed: int) -> np.nda
 
 def train_q_learning(env, episodes: int, gamma: float, alpha_start: float, alpha_end: float,
                      epsilon_start: float, epsilon_end: float, decay_fraction: float,
-                     rng: np.random.Generator, seed: int, on_episode=None) -> np.ndarray:
+                     rng: np.random.Generator, seed: int, on_episode=None,
+                     q: np.ndarray | None = None, start_episode: int = 0) -> np.ndarray:
     """Epsilon-greedy Q-learning; epsilon and the learning rate decay over the first
-    `decay_fraction` of the episodes (epsilon linearly, alpha geometrically), then stay."""
+    `decay_fraction` of the episodes (epsilon linearly, alpha geometrically), then stay.
+    `q` and `start_episode` continue a checkpointed run (the env and rng restored by the caller)."""
     n_states, n_actions = env.observation_space.n, env.action_space.n
-    q = np.zeros((n_states, n_actions))
+    q = np.zeros((n_states, n_actions)) if q is None else q
     decay_episodes = max(1, int(decay_fraction * episodes))
-    for episode in range(episodes):
+    for episode in range(start_episode, episodes):
         progress = min(1.0, episode / decay_episodes)
         epsilon = epsilon_start + progress * (epsilon_end - epsilon_start)
         alpha = alpha_start * (alpha_end / alpha_start) ** progress
@@ -128,35 +130,52 @@ def train_q_learning(env, episodes: int, gamma: float, alpha_start: float, alpha
             q[state, action] += alpha * (target - q[state, action])
             state, total, done = next_state, total + reward, terminated or truncated
         if on_episode is not None:
-            on_episode(episode, total, epsilon, alpha)
+            on_episode(episode, total, epsilon, alpha, q)
     return q
 
 
 def q_learning(ctx, env_id: str, episodes: int, gamma: float, alpha_start: float, alpha_end: float,
                epsilon_start: float, epsilon_end: float, decay_fraction: float, eval_episodes: int,
-               max_episode_steps: int = 0, log_every: int = 500) -> dict[str, float]:
+               max_episode_steps: int = 0, log_every: int = 500,
+               checkpoint_every: int = 1000) -> dict[str, float]:
     """Scenario entry: train, then compare the greedy policy with the exact optima.
-    `max_episode_steps` 0 keeps the registered time limit (CliffWalking has none: give one)."""
+    `max_episode_steps` 0 keeps the registered time limit (CliffWalking has none: give one).
+    Every `checkpoint_every` episodes the Q table and both RNG states (the agent's and the
+    env's) are saved, so `--resume` continues to exactly the metrics of an uninterrupted run."""
     import gymnasium as gym
 
     env = gym.make(env_id, max_episode_steps=max_episode_steps or None)
     env.action_space.seed(ctx.seed)
     model = tabular_model(env)
     horizon = env.spec.max_episode_steps
+    rng, q, start_episode = ctx.rng(), None, 0
+    saved = ctx.load_checkpoint()
+    if saved is not None:
+        arrays, meta = saved
+        q, start_episode = arrays["q"].copy(), int(meta["episode"])
+        rng.bit_generator.state = meta["agent_rng"]
+        env.reset(seed=ctx.seed)
+        env.unwrapped.np_random.bit_generator.state = meta["env_rng"]
     recent: list[float] = []
     bar = ctx.progress(total=episodes, desc=f"Q-learning {env_id}")
+    bar.update(start_episode)
 
-    def on_episode(episode, episode_return, epsilon, alpha):
+    def on_episode(episode, episode_return, epsilon, alpha, q):
         recent.append(episode_return)
         bar.update(1)
-        if (episode + 1) % log_every == 0:
-            ctx.log_scalar("charts/episodic_return", float(np.mean(recent)), episode + 1)
-            ctx.log_scalar("charts/epsilon", epsilon, episode + 1)
-            ctx.log_scalar("charts/learning_rate", alpha, episode + 1)
+        done = episode + 1
+        if done % log_every == 0:
+            ctx.log_scalar("charts/episodic_return", float(np.mean(recent)), done)
+            ctx.log_scalar("charts/epsilon", epsilon, done)
+            ctx.log_scalar("charts/learning_rate", alpha, done)
+            ctx.record(episodes_done=done, recent_return_mean=float(np.mean(recent)))
             recent.clear()
+        if done % checkpoint_every == 0 and done < episodes:
+            ctx.save_checkpoint({"q": q}, {"episode": done, "agent_rng": rng.bit_generator.state,
+                                           "env_rng": env.unwrapped.np_random.bit_generator.state})
 
     q = train_q_learning(env, episodes, gamma, alpha_start, alpha_end, epsilon_start, epsilon_end,
-                         decay_fraction, ctx.rng(), ctx.seed, on_episode)
+                         decay_fraction, rng, ctx.seed, on_episode, q=q, start_episode=start_episode)
     bar.close()
     learned_policy = q.argmax(axis=1)
     _, optimal_policy = value_iteration(model, gamma)

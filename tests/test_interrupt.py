@@ -1,0 +1,78 @@
+"""Interrupted runs: Ctrl-C or SIGTERM stops a run within seconds, leaves a valid result.json with
+status "interrupted" and a checkpoint, and `--resume` continues to the uninterrupted metrics."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ARGS = ["rl/q-learning-frozenlake", "--set", "episodes=12000", "--set", "eval_episodes=300",
+        "--set", "checkpoint_every=500"]
+
+
+def _start(folder: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dllab", "run", *ARGS, "--out", str(folder), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_the_run_and_resume_reaches_the_same_metrics(tmp_path, signal_number):
+    process = _start(tmp_path / "cut")
+    _wait_for(tmp_path / "cut" / "checkpoint" / "meta.json", process)
+    sent = time.monotonic()
+    process.send_signal(signal_number)
+    process.communicate(timeout=60)
+    assert time.monotonic() - sent < 5.0
+    assert process.returncode == 130
+    cut = json.loads((tmp_path / "cut" / "result.json").read_text())
+    assert cut["status"] == "interrupted"
+    checkpoint_episode = json.loads((tmp_path / "cut" / "checkpoint" / "meta.json").read_text())["episode"]
+    assert 0 < checkpoint_episode < 12000
+
+    resumed = subprocess.run([sys.executable, "-m", "dllab", "run", *ARGS, "--resume", str(tmp_path / "cut")],
+                             capture_output=True, text=True, timeout=300)
+    whole = subprocess.run([sys.executable, "-m", "dllab", "run", *ARGS, "--out", str(tmp_path / "whole")],
+                           capture_output=True, text=True, timeout=300)
+    assert resumed.returncode in (0, 1) and whole.returncode in (0, 1), resumed.stderr + whole.stderr
+    resumed_result = json.loads((tmp_path / "cut" / "result.json").read_text())
+    whole_result = json.loads((tmp_path / "whole" / "result.json").read_text())
+    assert resumed_result["status"] == "ok"
+    assert resumed_result["metrics"] == whole_result["metrics"]
+
+
+def test_resume_of_a_folder_that_is_no_run_is_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "dllab", "run", *ARGS, "--resume", str(tmp_path / "nothing")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "not a dllab run folder" in done.stderr
+    other = subprocess.run([sys.executable, "-m", "dllab", "run", "rl/q-learning-cliffwalking", "--quick",
+                            "--out", str(tmp_path / "cliff"), "--set", "episodes=20", "--set", "eval_episodes=2"],
+                           capture_output=True, text=True)
+    assert other.returncode in (0, 1)
+    done = subprocess.run([sys.executable, "-m", "dllab", "run", *ARGS, "--resume", str(tmp_path / "cliff")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "holds a run of" in done.stderr
+
+
+def test_two_simultaneous_runs_never_share_a_folder(tmp_path):
+    command = [sys.executable, "-m", "dllab", "run", "rl/q-learning-cliffwalking", "--quick",
+               "--set", "episodes=30", "--set", "eval_episodes=3"]
+    processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for _ in range(3)]
+    for process in processes:
+        process.wait(timeout=120)
+    folders = list((tmp_path / "runs" / "rl" / "q-learning-cliffwalking").iterdir())
+    assert len(folders) == 3
+    assert all(json.loads((f / "result.json").read_text())["scenario"] == "rl/q-learning-cliffwalking" for f in folders)
