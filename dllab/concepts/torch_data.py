@@ -1,0 +1,133 @@
+"""PyTorch's `Dataset` and `DataLoader` (seed question 22), checked by measurement.
+
+A `Dataset` answers `len()` and `dataset[i]`; a `DataLoader` draws indices from a sampler, calls
+`dataset[i]` (in worker processes when `num_workers > 0`), and collates samples into batches.
+Measured here on the bundled digits, with a random augmentation (noise and a one-pixel shift):
+
+- an epoch visits every index exactly once, and a new epoch reshuffles;
+- the shuffle order comes from the `generator` passed to the loader: the same seed gives the same
+  order, another seed another order;
+- with the documented recipe for workers (`generator=` plus a `worker_init_fn` seeding numpy from
+  `torch.initial_seed()`), a run with 2 workers is repeatable, yet its random augmentation
+  differs from a 0-worker run, because each worker draws from its own random stream;
+- drawing each sample's randomness from a generator keyed by (seed, epoch, index) makes the
+  batches of 2 workers identical, bit for bit, to those of 0 workers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class AugmentedDigits(Dataset):
+    """Digit images (1, 8, 8) with random noise and a random one-pixel horizontal shift.
+
+    `randomness="per_sample"` keys the augmentation on (seed, epoch, index), so it is the same in
+    whichever process computes it; `randomness="global"` uses the process's own torch and numpy
+    random streams (the common way, which depends on how work is split among workers)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, seed: int, noise: float,
+                 randomness: str = "per_sample"):
+        if randomness not in ("per_sample", "global"):
+            raise ValueError(f"randomness must be 'per_sample' or 'global', got {randomness!r}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        self.seed, self.noise, self.randomness, self.epoch = seed, noise, randomness, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each epoch (workers copy the dataset when an epoch starts)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        if self.randomness == "per_sample":
+            generator = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + self.epoch) * 1_000_003 + int(index))
+            shift = int(torch.randint(-1, 2, (1,), generator=generator))
+            noise = torch.randn(self.images[index].shape, generator=generator)
+        else:
+            shift = int(np.random.randint(-1, 2))
+            noise = torch.randn(self.images[index].shape)
+        image = torch.roll(self.images[index], shifts=shift, dims=2) + self.noise * noise
+        return image, self.labels[index], index
+
+
+def seed_worker(worker_id: int) -> None:
+    """PyTorch's recipe: give numpy and `random` in each worker the seed torch gave that worker."""
+    import random
+
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, seed: int, workers: int) -> DataLoader:
+    """A shuffling loader whose order, and the workers' seeds, come from one seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                      num_workers=workers, worker_init_fn=seed_worker if workers else None,
+                      persistent_workers=False)
+
+
+def read_epochs(loader: DataLoader, epochs: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Every epoch's (images, labels, indices), each concatenated over its batches."""
+    results = []
+    for epoch in range(epochs):
+        loader.dataset.set_epoch(epoch)
+        batches = list(loader)
+        results.append(tuple(torch.cat([batch[part] for batch in batches]) for part in range(3)))
+    return results
+
+
+def max_difference(first, second) -> float:
+    """Largest absolute difference between two runs' images (inf if their order differs)."""
+    worst = 0.0
+    for (images_a, labels_a, index_a), (images_b, labels_b, index_b) in zip(first, second):
+        if not torch.equal(index_a, index_b) or not torch.equal(labels_a, labels_b):
+            return float("inf")
+        worst = max(worst, float((images_a - images_b).abs().max()))
+    return worst
+
+
+def run(ctx, *, batch_size: int, epochs: int, workers: int, noise: float) -> dict[str, float]:
+    if workers < 1 or epochs < 2:
+        raise ValueError(f"need workers >= 1 and epochs >= 2 to compare, got {workers} and {epochs}")
+    from dllab.data.digits import load_digits
+
+    train = load_digits(ctx.seed).train
+
+    def dataset(randomness: str) -> AugmentedDigits:
+        return AugmentedDigits(train.images, train.labels, seed=ctx.seed, noise=noise, randomness=randomness)
+
+    def loader(randomness: str, seed: int, worker_count: int) -> DataLoader:
+        return make_loader(dataset(randomness), batch_size=batch_size, seed=seed, workers=worker_count)
+
+    main = read_epochs(loader("per_sample", ctx.seed, 0), epochs)
+    same_seed = read_epochs(loader("per_sample", ctx.seed, 0), epochs)
+    other_seed = read_epochs(loader("per_sample", ctx.seed + 1, 0), epochs)
+    with_workers = read_epochs(loader("per_sample", ctx.seed, workers), epochs)
+    global_main = read_epochs(loader("global", ctx.seed, 0), epochs)
+    global_workers = read_epochs(loader("global", ctx.seed, workers), epochs)
+    global_workers_again = read_epochs(loader("global", ctx.seed, workers), epochs)
+
+    size = len(train)
+    orders = [indices for _, _, indices in main]
+    permutation = all(torch.equal(torch.sort(order).values, torch.arange(size)) for order in orders)
+    return {
+        "dataset_size": size,
+        "batches_per_epoch": len(loader("per_sample", ctx.seed, 0)),
+        "epoch_is_permutation": float(permutation),
+        "same_seed_max_abs_diff": max_difference(main, same_seed),
+        "other_seed_same_position_fraction": float((orders[0] == other_seed[0][2]).float().mean()),
+        "next_epoch_same_position_fraction": float((orders[0] == orders[1]).float().mean()),
+        "workers_vs_main_max_abs_diff": max_difference(main, with_workers),
+        "global_rng_workers_repeat_max_abs_diff": max_difference(global_workers, global_workers_again),
+        "global_rng_workers_vs_main_max_abs_diff": max_difference(global_main, global_workers),
+        "global_rng_same_order": float(all(torch.equal(a[2], b[2]) for a, b in zip(global_main, global_workers))),
+    }
