@@ -1,0 +1,99 @@
+"""Pieces every supervised scenario shares, free of any framework: the data choice, the
+architecture's hand parameter count, in-run baselines, learning-curve PNGs and TensorBoard scalars.
+
+A training history is a dict of per-epoch lists, Keras-style: `loss`, `accuracy`, `val_loss`,
+`val_accuracy` (any subset).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dllab.data.digits import Digits, load_digits
+
+# The seed's Conv-Pool-Conv-Pool-Dense CNN (question 17), adapted to 8x8 digits: 3x3 convolutions
+# with "same" padding keep 8x8, each 2x2 max-pool halves it (8 -> 4 -> 2), so the dense layer
+# sees 2 * 2 * 64 = 256 features. The same sizes are used by the torch and the Keras CNN.
+CONV_FILTERS = (32, 64)
+KERNEL = 3
+DENSE_UNITS = 128
+
+
+def load_images(seed: int, data: str = "digits") -> Digits:
+    """The bundled digits split (`data="digits"`), or your own MNIST-format file (`data=PATH`)."""
+    if data == "digits":
+        return load_digits(seed)
+    from dllab.data.user_files import load_user_images
+
+    return load_user_images(data, seed)
+
+
+def class_count(digits: Digits) -> int:
+    return int(max(digits.train.labels.max(), digits.validation.labels.max(), digits.test.labels.max()) + 1)
+
+
+def cnn_parameter_count(height: int, width: int, classes: int, channels: int = 1) -> dict[str, int]:
+    """The CNN's parameters counted by hand, layer by layer (weights + biases)."""
+    if height % 4 or width % 4:
+        raise ValueError(f"the CNN pools twice by 2: image size {height}x{width} must be divisible by 4")
+    first, second = CONV_FILTERS
+    counts = {
+        "conv1": KERNEL * KERNEL * channels * first + first,
+        "conv2": KERNEL * KERNEL * first * second + second,
+        "dense": (height // 4) * (width // 4) * second * DENSE_UNITS + DENSE_UNITS,
+        "output": DENSE_UNITS * classes + classes,
+    }
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def logistic_regression_accuracy(train_x, train_y, test_x, test_y, seed: int = 0) -> float:
+    """Test accuracy of scikit-learn's logistic regression on the same data: a reference trained in
+    the same run, which any network here should match or beat."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(max_iter=2000, random_state=seed)
+    model.fit(train_x.reshape(len(train_x), -1), train_y)
+    return float(model.score(test_x.reshape(len(test_x), -1), test_y))
+
+
+def epoch_orders(seed: int, size: int, epochs: int, stream: int = 7) -> list[np.ndarray]:
+    """One shuffled order of the training set per epoch, a function of (seed, epoch) only, so a
+    run resumed at epoch k sees exactly the batches an uninterrupted run sees."""
+    return [np.random.default_rng([seed, stream, epoch]).permutation(size) for epoch in range(epochs)]
+
+
+def log_history(ctx, history: dict[str, list[float]], prefix: str, start_epoch: int = 0) -> None:
+    """TensorBoard scalars: losses under `losses/<prefix>/...`, the rest under `charts/<prefix>/...`."""
+    for name, values in history.items():
+        group = "losses" if "loss" in name else "charts"
+        for epoch, value in enumerate(values[start_epoch:], start=start_epoch):
+            ctx.log_scalar(f"{group}/{prefix}/{name}", value, epoch + 1)
+
+
+def plot_history(ctx, history: dict[str, list[float]], name: str, title: str = ""):
+    """A learning-curve PNG in the run folder: losses on the left, accuracies on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for key, values in history.items():
+        axes = loss_axes if "loss" in key else accuracy_axes
+        axes.plot(range(1, len(values) + 1), values, label=key, marker="." if len(values) < 30 else None)
+    for axes, label in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend(fontsize=8)
+    figure.suptitle(title or name)
+    figure.tight_layout()
+    return ctx.save_figure(figure, f"{name}.png")
+
+
+def report_history(ctx, history: dict[str, list[float]], name: str, title: str = "") -> None:
+    """Both artifacts of one training run: TensorBoard scalars and the learning-curve PNG."""
+    log_history(ctx, history, name)
+    plot_history(ctx, history, name, title)
