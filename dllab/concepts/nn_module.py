@@ -1,0 +1,154 @@
+"""`nn.Module`, `nn.ModuleList`, custom layers and models in PyTorch (seed questions 11, 14, 40).
+
+PyTorch has no `Layer` or `LayerList` class: every layer and every model is an `nn.Module`, and a
+list of sub-modules is an `nn.ModuleList`. Assigning a module (or `nn.Parameter`) as an attribute
+*registers* it, so `parameters()`, `state_dict()`, `.to()` / `.double()` and the optimizer see it.
+A plain Python list hides its layers from all of these: they still compute and still receive
+gradients in `backward()`, but the optimizer never updates them and a checkpoint never saves them.
+
+Measured here on two otherwise identical models (same initial weights), one holding its hidden
+layers in a Python list and one in an `nn.ModuleList`; then a custom layer (RMS normalization
+written by hand) against `torch.nn.RMSNorm`, and a custom model built from it that trains.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class StackWithPythonList(nn.Module):
+    """The mistake: hidden layers kept in a Python list are not registered."""
+
+    def __init__(self, sizes: list[int]):
+        super().__init__()
+        self.hidden = [nn.Linear(a, b) for a, b in zip(sizes[:-2], sizes[1:-1])]
+        self.output = nn.Linear(sizes[-2], sizes[-1])
+
+    def forward(self, x):
+        for layer in self.hidden:
+            x = torch.tanh(layer(x))
+        return self.output(x)
+
+
+class StackWithModuleList(StackWithPythonList):
+    """The fix: the same layers in an nn.ModuleList are registered sub-modules."""
+
+    def __init__(self, sizes: list[int]):
+        super().__init__(sizes)
+        self.hidden = nn.ModuleList(self.hidden)
+
+
+class RMSNormalization(nn.Module):
+    """A custom layer: y = x / sqrt(mean(x^2) + eps) * gain, with a learned per-feature gain."""
+
+    def __init__(self, features: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.gain = nn.Parameter(torch.ones(features))  # an nn.Parameter attribute is registered
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.gain
+
+
+class ResidualRegressor(nn.Module):
+    """A custom model: residual blocks of Linear -> RMSNormalization -> tanh in an nn.ModuleList."""
+
+    def __init__(self, features: int, width: int, blocks: int):
+        super().__init__()
+        self.embed = nn.Linear(features, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, width), RMSNormalization(width), nn.Tanh()) for _ in range(blocks))
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x):
+        x = self.embed(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x).squeeze(-1)
+
+
+def parameter_count(modules) -> int:
+    return sum(p.numel() for module in modules for p in module.parameters())
+
+
+def run(ctx, *, sizes: list, samples: int, width: int, blocks: int, steps: int,
+        learning_rate: float) -> dict[str, float]:
+    """Scenario entry: registration measured by counts and by an optimizer step; custom layer and model."""
+    if len(sizes) < 3:
+        raise ValueError(f"sizes needs an input, at least one hidden and an output size, got {sizes}")
+    with_list = StackWithPythonList(sizes)
+    with_module_list = StackWithModuleList(sizes)
+    for source, target in zip([*with_list.hidden, with_list.output],
+                              [*with_module_list.hidden, with_module_list.output]):
+        target.load_state_dict(source.state_dict())
+    true_count = parameter_count([*with_list.hidden, with_list.output])  # counted layer by layer
+    hidden_count = parameter_count(with_list.hidden)
+    inputs = torch.randn(samples, sizes[0])
+    targets = torch.randn(samples, sizes[-1])
+    with torch.no_grad():
+        initial_difference = float((with_list(inputs) - with_module_list(inputs)).abs().max())
+
+    def hidden_weights(model):
+        return [layer.weight.detach().clone() for layer in model.hidden]
+
+    changes, gradient_norms = {}, {}
+    for name, model in (("python_list", with_list), ("module_list", with_module_list)):
+        before = hidden_weights(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(inputs), targets).backward()
+        gradient_norms[name] = sum(float(layer.weight.grad.norm()) for layer in model.hidden)
+        optimizer.step()
+        changes[name] = max(float((b - a).abs().max()) for b, a in zip(before, hidden_weights(model)))
+
+    with_list.double()  # .to()/.double() reach registered modules only
+    left_float32 = sum(layer.weight.dtype == torch.float32 for layer in with_list.hidden) / len(with_list.hidden)
+    layer_tensors = 2 * (len(sizes) - 1)  # a weight and a bias per Linear layer
+
+    # A custom layer against PyTorch's own RMSNorm (float64), forward and gradients.
+    features = sizes[0]
+    custom, builtin = RMSNormalization(features).double(), nn.RMSNorm(features, eps=1e-6).double()
+    with torch.no_grad():
+        custom.gain.uniform_(0.5, 1.5)
+        builtin.weight.copy_(custom.gain)
+    x = torch.randn(samples, features, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(samples, features, dtype=torch.float64)
+    custom_out, builtin_out = custom(x), builtin(x)
+    custom_grads = torch.autograd.grad(custom_out, (x, custom.gain), upstream)
+    builtin_grads = torch.autograd.grad(builtin_out, (x, builtin.weight), upstream)
+
+    # A custom model from custom layers trains: its loss falls well below the initial loss.
+    regressor = ResidualRegressor(features, width, blocks)
+    data = torch.randn(samples, features)
+    labels = torch.sin(data.sum(dim=1)) + 0.5 * data[:, 0]  # a fixed nonlinear target
+    optimizer = torch.optim.Adam(regressor.parameters(), lr=1e-2)
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(regressor(data), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        ctx.log_scalar("losses/custom_model_mse", losses[-1], step)
+
+    return {
+        "true_parameter_count": true_count,
+        "module_list_count_error": abs(parameter_count([with_module_list]) - true_count),
+        "python_list_unregistered": true_count - parameter_count([with_list]),
+        "python_list_unregistered_minus_hidden": true_count - parameter_count([with_list]) - hidden_count,
+        "module_list_state_dict_missing": layer_tensors - len(with_module_list.state_dict()),
+        "python_list_state_dict_missing_minus_hidden":
+            layer_tensors - len(with_list.state_dict()) - 2 * len(with_list.hidden),
+        "initial_output_max_abs_diff": initial_difference,
+        "python_list_hidden_gradient_norm": gradient_norms["python_list"],
+        "python_list_hidden_weight_change": changes["python_list"],
+        "module_list_hidden_weight_change": changes["module_list"],
+        "python_list_hidden_left_float32_fraction": left_float32,
+        "torch_nn_has_layer_or_layerlist": float(hasattr(nn, "Layer") or hasattr(nn, "LayerList")),
+        "custom_layer_vs_builtin_output_max_abs": float((custom_out - builtin_out).abs().max()),
+        "custom_layer_vs_builtin_input_grad_max_abs": float((custom_grads[0] - builtin_grads[0]).abs().max()),
+        "custom_layer_vs_builtin_gain_grad_max_abs": float((custom_grads[1] - builtin_grads[1]).abs().max()),
+        "custom_model_parameters": parameter_count([regressor]),
+        "custom_model_loss_ratio": losses[-1] / losses[0],
+    }
