@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--framework", help="only scenarios that run on this framework")
     listing.add_argument("--by-question", action="store_true", help="map every seed question 1-45 to its scenarios")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")
 
     describe = sub.add_parser("describe", help="what a scenario measures and where the seed is wrong")
     describe.add_argument("id")
@@ -88,6 +89,11 @@ def _list(args) -> int:
     if args.json:
         print(json.dumps([{"id": s.id, "title": s.title, "questions": list(s.questions),
                            "frameworks": list(s.frameworks), "tags": list(s.tags)} for s in specs], indent=2))
+        return 0
+    if args.markdown:
+        print("| id | questions | frameworks | what it measures |\n|---|---|---|---|")
+        for spec in specs:
+            print(f"| `{spec.id}` | {', '.join(map(str, spec.questions))} | {', '.join(spec.frameworks)} | {spec.title} |")
         return 0
     width = max((len(s.id) for s in specs), default=10)
     for spec in specs:

@@ -136,10 +136,11 @@ def train_q_learning(env, episodes: int, gamma: float, alpha_start: float, alpha
 
 def q_learning(ctx, env_id: str, episodes: int, gamma: float, alpha_start: float, alpha_end: float,
                epsilon_start: float, epsilon_end: float, decay_fraction: float, eval_episodes: int,
-               max_episode_steps: int = 0, log_every: int = 500,
+               max_episode_steps: int = 0, log_every: int = 0,
                checkpoint_every: int = 1000) -> dict[str, float]:
     """Scenario entry: train, then compare the greedy policy with the exact optima.
-    `max_episode_steps` 0 keeps the registered time limit (CliffWalking has none: give one).
+    `max_episode_steps` 0 keeps the registered time limit (CliffWalking has none: give one);
+    `log_every` 0 logs the training curve at 100 points.
     Every `checkpoint_every` episodes the Q table and both RNG states (the agent's and the
     env's) are saved, so `--resume` continues to exactly the metrics of an uninterrupted run."""
     import gymnasium as gym
@@ -148,6 +149,7 @@ def q_learning(ctx, env_id: str, episodes: int, gamma: float, alpha_start: float
     env.action_space.seed(ctx.seed)
     model = tabular_model(env)
     horizon = env.spec.max_episode_steps
+    log_every = log_every or max(1, episodes // 100)
     rng, q, start_episode = ctx.rng(), None, 0
     saved = ctx.load_checkpoint()
     if saved is not None:
@@ -157,6 +159,8 @@ def q_learning(ctx, env_id: str, episodes: int, gamma: float, alpha_start: float
         env.reset(seed=ctx.seed)
         env.unwrapped.np_random.bit_generator.state = meta["env_rng"]
     recent: list[float] = []
+    curve_x: list[int] = []
+    curve_y: list[float] = []
     bar = ctx.progress(total=episodes, desc=f"Q-learning {env_id}")
     bar.update(start_episode)
 
@@ -169,6 +173,8 @@ def q_learning(ctx, env_id: str, episodes: int, gamma: float, alpha_start: float
             ctx.log_scalar("charts/epsilon", epsilon, done)
             ctx.log_scalar("charts/learning_rate", alpha, done)
             ctx.record(episodes_done=done, recent_return_mean=float(np.mean(recent)))
+            curve_x.append(done)
+            curve_y.append(float(np.mean(recent)))
             recent.clear()
         if done % checkpoint_every == 0 and done < episodes:
             ctx.save_checkpoint({"q": q}, {"episode": done, "agent_rng": rng.bit_generator.state,
@@ -185,6 +191,12 @@ def q_learning(ctx, env_id: str, episodes: int, gamma: float, alpha_start: float
     exact_learned = evaluate_policy(model, learned_policy, horizon)
     exact_gamma_optimal = evaluate_policy(model, optimal_policy, horizon)
     horizon_optimum = finite_horizon_optimum(model, horizon)
+    from dllab.plots import line_plot
+
+    line_plot(ctx, "learning_curve", {"training return (epsilon-greedy)": (curve_x, curve_y)},
+              title=f"Q-learning on {env_id}", xlabel="episode", ylabel=f"mean return per {log_every} episodes",
+              references={"greedy policy, exact": exact_learned, "gamma-optimal, exact": exact_gamma_optimal,
+                          "best within time limit": horizon_optimum})
     random_exact = evaluate_policy(model, None, horizon)
     ratio = lambda a, b: a / b if b > 0 else b / a  # for negative returns (costs), optimal/learned
     return {
