@@ -1,0 +1,78 @@
+"""The DQN scenarios' shared body: train with a learner (torch or Keras), measure the greedy
+policy against a uniformly random one on the same seeded evaluation episodes and against the
+env's own success threshold, plot the learning curve, and checkpoint for `--resume`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dllab.rl.common import DQNConfig, eval_seed, evaluate, train_loop
+
+VOLATILE = ["wall_s", "steps_per_s", "time_to_solve_s", "acting_s", "environment_s", "buffer_s",
+            "gradient_s", "evaluation_s"]
+
+
+def run_scenario(ctx, config: DQNConfig, learner_class, sizes: tuple[int, int], checkpoint_every: int = 0):
+    import gymnasium as gym
+
+    threshold = gym.spec(config.env_id).reward_threshold
+    config.eval_interval = config.eval_interval or max(config.train_freq, config.total_steps // 10)
+    learner = learner_class(config, *sizes, ctx.seed)
+    state, loaded = None, ctx.load_checkpoint()
+    if loaded is not None:
+        arrays, meta = loaded
+        learner.load_state(arrays)
+        state = dict(meta, buffer={k[len("buffer/"):]: v for k, v in arrays.items() if k.startswith("buffer/")})
+        state["curve"] = [tuple(point) for point in meta["curve"]]
+
+    def save(step, loop_state):
+        arrays = dict(learner.state())
+        arrays.update({f"buffer/{k}": v for k, v in loop_state.pop("buffer").items()})
+        ctx.save_checkpoint(arrays, loop_state)
+
+    def on_eval(step, returns):
+        ctx.log_scalar("charts/eval_return", float(returns.mean()), step)
+        ctx.record(last_eval_return=float(returns.mean()), last_eval_step=step)
+
+    result = train_loop(config, learner, ctx.seed, threshold=threshold, on_eval=on_eval,
+                        checkpoint_every=checkpoint_every, save=save, state=state)
+    for phase, loss in enumerate(result.losses):
+        ctx.log_scalar("losses/td_loss", loss, phase)
+    random_returns = evaluate(config.env_id, None, config.eval_episodes, eval_seed(ctx.seed))
+    save_curve(ctx, result.curve, random_returns.mean(), threshold, config.env_id)
+    mean, random_mean = float(result.eval_returns.mean()), float(random_returns.mean())
+    timings = {f"{name}_s": seconds for name, seconds in result.timings.items()}
+    return {
+        "eval_return_mean": mean,
+        "eval_return_min": float(result.eval_returns.min()),
+        "random_return_mean": random_mean,
+        "env_threshold": threshold,
+        "return_over_random": mean - random_mean,
+        # 0 = the random policy, 1 = the env's success threshold (both in this run's episodes)
+        "normalized_score": (mean - random_mean) / (threshold - random_mean),
+        "solved": float(mean >= threshold),
+        "best_periodic_return": max(point[1] for point in result.curve),
+        "steps_to_solve": float(result.steps_to_solve or 0),
+        "time_to_solve_s": float(result.time_to_solve_s or 0.0),
+        "wall_s": result.wall_s,
+        "steps_per_s": config.total_steps / result.wall_s,
+        **timings,
+    }
+
+
+def save_curve(ctx, curve, random_mean: float, threshold: float, env_id: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    steps, returns = [p[0] for p in curve], [p[1] for p in curve]
+    axis.plot(steps, returns, marker="o", label=f"DQN ({ctx.framework})")
+    axis.axhline(random_mean, color="gray", linestyle=":", label="random policy")
+    axis.axhline(threshold, color="green", linestyle="--", label="env threshold")
+    axis.set_xlabel("environment steps")
+    axis.set_ylabel("greedy return (mean of evaluation episodes)")
+    axis.set_title(env_id)
+    axis.legend()
+    ctx.save_figure(figure, "learning_curve.png")
