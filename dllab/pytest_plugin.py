@@ -101,15 +101,19 @@ class ScenarioItem(pytest.Item):
         return str(excinfo.value)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -k/-m selection, which then applies to these too
 def pytest_collection_modifyitems(session, config, items):
     if not config.getoption("--dllab-scenarios"):
         return
     profile = config.getoption("--dllab-profile")
     repeat = not config.getoption("--dllab-no-repeat")
+    scenario_items = []
     for spec, framework, device in matrix(config):
         name = f"scenario[{spec.id}-{framework}-{device}]"
-        items.append(ScenarioItem.from_parent(session, name=name, spec=spec, framework=framework,
-                                              device=device, profile=profile, repeat=repeat))
+        scenario_items.append(ScenarioItem.from_parent(session, name=name, spec=spec, framework=framework,
+                                                       device=device, profile=profile, repeat=repeat))
+    # The scenarios are the longest tests: first in line, so parallel workers finish together.
+    items[:0] = scenario_items
 
 
 @pytest.fixture
