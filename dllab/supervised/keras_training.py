@@ -1,8 +1,8 @@
 """Keras helpers shared by the Keras scenarios, for either backend (TensorFlow or torch):
 the backend's name, weights as numpy, and a resumable epoch-by-epoch `fit`.
 
-`fit` calls `model.fit` once per epoch on a training set shuffled by (seed, epoch), so that a run
-resumed from its last checkpoint (weights + optimizer variables + history + RNG states, saved
+`fit` with `resumable=True` calls `model.fit` once per epoch on a training set shuffled by
+(seed, epoch), so that a run resumed from its last checkpoint (weights + optimizer variables + history + RNG states, saved
 after every epoch) sees exactly the batches of an uninterrupted run and ends with the same metrics.
 """
 
@@ -67,6 +67,11 @@ def fit(ctx, model, train_x, train_y, validation: tuple[np.ndarray, np.ndarray],
         _restore(model, arrays)
         set_rng_state(arrays, meta)
         history, start_epoch = meta["history"], int(meta["epoch"])
+    if not resumable:  # one call; Keras shuffles with its own seeded generator
+        logs = model.fit(train_x, train_y, batch_size=batch_size, epochs=epochs, shuffle=True,
+                         validation_data=validation, verbose=0, callbacks=list(callbacks)).history
+        ctx.record(**{f"{name}_val_accuracy": logs["val_accuracy"][-1], f"{name}_epochs_done": epochs})
+        return {key: [float(v) for v in values] for key, values in logs.items()}
     orders = epoch_orders(ctx.seed, len(train_y), epochs)
     for epoch in range(start_epoch, epochs):
         order = orders[epoch]
