@@ -1,0 +1,215 @@
+"""DistributedDataParallel with real processes (seed question 31), checked against one process.
+
+DDP is data parallelism: every process holds the whole model and takes its own slice of each
+batch; during `backward()` the gradients are averaged across processes by all-reduce (in buckets,
+overlapped with the rest of backward), and `backward()` returns only when that is done, so every
+process applies the same update. Measured here with 2 processes on the gloo backend (CPU):
+
+- after `backward()` the gradients are identical, bit for bit, on every rank (synchronous);
+- they equal the gradient of one process on the whole batch, and so do the parameters after
+  several optimizer steps (float64, tight tolerance);
+- each rank holds all the parameters and sees 1/world of the samples.
+
+The worker is this module run as a program, configured by the environment variables that
+`torchrun` sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). The scenario starts the
+processes itself on free localhost ports; on several machines the same worker runs as
+
+    torchrun --nnodes 2 --nproc-per-node 1 --node-rank <0 or 1> --master-addr <host of rank 0> \\
+        --master-port 29500 -m dllab.concepts.distributed_torch --out results/
+
+Each worker writes its result file (atomically) before an orderly barrier and shutdown, and
+then leaves with `os._exit`, skipping interpreter teardown: gloo's background threads have been
+seen to abort a process at exit ("terminate called without an active exception") after a
+correct result. Should that still happen, a crash after the result arrived is counted in
+`teardown_crashes` and reported, not mistaken for a wrong result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def make_problem(seed: int, batch: int, features: int, hidden: int) -> dict[str, np.ndarray]:
+    """Inputs, targets and initial weights (float64), the same in every process."""
+    rng = np.random.default_rng([seed, 31])
+    return {
+        "inputs": rng.normal(size=(batch, features)),
+        "targets": rng.normal(size=(batch, 1)),
+        "0.weight": rng.normal(size=(hidden, features)) / np.sqrt(features),
+        "0.bias": np.zeros(hidden),
+        "2.weight": rng.normal(size=(1, hidden)) / np.sqrt(hidden),
+        "2.bias": np.zeros(1),
+    }
+
+
+def make_model(problem: dict[str, np.ndarray]) -> torch.nn.Module:
+    features, hidden = problem["0.weight"].shape[1], problem["0.weight"].shape[0]
+    model = torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)).double()
+    model.load_state_dict({name: torch.from_numpy(problem[name]) for name in model.state_dict()})
+    return model
+
+
+def train(model, inputs, targets, *, steps: int, learning_rate: float) -> dict[str, list]:
+    """`steps` SGD steps on (inputs, targets); the gradients of the first step and the final weights."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    first_gradients, losses = None, []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(inputs), targets)
+        loss.backward()  # under DDP: returns after the all-reduce of every bucket
+        if first_gradients is None:
+            first_gradients = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).tolist()
+        optimizer.step()
+        losses.append(loss.item())
+    return {"first_gradients": first_gradients, "losses": losses,
+            "final_parameters": torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist()}
+
+
+def worker(out_dir: Path, *, seed: int, batch: int, features: int, hidden: int, steps: int,
+           learning_rate: float) -> None:
+    """One DDP process, configured by torchrun's environment variables."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(int(os.environ.get("DLLAB_THREADS", "1")))
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if batch % world:
+        raise ValueError(f"the batch of {batch} does not split evenly over {world} processes")
+    problem = make_problem(seed, batch, features, hidden)
+    share = slice(rank * batch // world, (rank + 1) * batch // world)  # this rank's slice of the batch
+    model = DistributedDataParallel(make_model(problem))
+    result = train(model, torch.from_numpy(problem["inputs"][share]), torch.from_numpy(problem["targets"][share]),
+                   steps=steps, learning_rate=learning_rate)
+    result.update(rank=rank, world_size=world, samples=share.stop - share.start,
+                  parameters=sum(p.numel() for p in model.parameters()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    temporary = out_dir / f".rank{rank}.json.tmp"
+    temporary.write_text(json.dumps(result))
+    os.replace(temporary, out_dir / f"rank{rank}.json")  # the result is handed back before teardown
+    dist.barrier()  # every rank has written its result
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start_rank(rank: int, world_size: int, port: int, threads: int, folder: Path, log: Path,
+                worker_args: dict) -> None:
+    """A started process: stderr to a log file, torchrun's variables, then the worker."""
+    with open(log, "w") as handle:
+        os.dup2(handle.fileno(), 2)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      DLLAB_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    worker(folder, **worker_args)
+
+
+def launch(out_dir: Path, *, world_size: int, threads: int, timeout: float, worker_args: dict) -> dict:
+    """Start `world_size` workers on a free localhost port as torchrun would, wait, collect.
+
+    The processes come from a multiprocessing fork server (a fresh `sys.executable` that has
+    imported torch once), so each launch starts in well under a second. Returns the ranks'
+    results and how many workers crashed after handing theirs back. A start-up failure before
+    results (a port taken between probing and binding, say) is retried twice on a new port."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["dllab.concepts.distributed_torch", "torch._dynamo"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(3):
+        folder = out_dir / f"attempt{attempt}"
+        port, processes = free_port(), []
+        try:
+            for rank in range(world_size):
+                processes.append(context.Process(target=_start_rank, args=(
+                    rank, world_size, port, threads, folder, out_dir / f"attempt{attempt}-rank{rank}.log", worker_args)))
+                processes[-1].start()
+            deadline = time.monotonic() + timeout
+            for process in processes:
+                process.join(max(0.0, deadline - time.monotonic()))
+        finally:  # also on Ctrl-C or a timeout: no worker outlives the scenario
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+                    process.join(5)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+        results = [folder / f"rank{rank}.json" for rank in range(world_size)]
+        if all(path.exists() for path in results):
+            return {"ranks": [json.loads(path.read_text()) for path in results], "attempts": attempt + 1,
+                    "teardown_crashes": sum(process.exitcode != 0 for process in processes)}
+    logs = "\n".join((out_dir / f"attempt2-rank{r}.log").read_text()[-2000:] for r in range(world_size))
+    raise RuntimeError(f"DDP workers gave no result in 3 attempts; last logs:\n{logs}")
+
+
+def run(ctx, *, world_size: int, batch: int, features: int, hidden: int, steps: int,
+        learning_rate: float, timeout_s: float) -> dict[str, float]:
+    if world_size < 2:
+        raise ValueError(f"world_size must be at least 2 to compare processes, got {world_size}")
+    worker_args = dict(seed=ctx.seed, batch=batch, features=features, hidden=hidden, steps=steps,
+                       learning_rate=learning_rate)
+    collected = launch(ctx.artifact("ddp"), world_size=world_size, threads=ctx.threads, timeout=timeout_s,
+                       worker_args=worker_args)
+    ranks = collected["ranks"]
+    problem = make_problem(ctx.seed, batch, features, hidden)
+    single = train(make_model(problem), torch.from_numpy(problem["inputs"]), torch.from_numpy(problem["targets"]),
+                   steps=steps, learning_rate=learning_rate)
+
+    def spread(key: str) -> float:
+        values = np.array([r[key] for r in ranks])
+        return float(np.abs(values - values[0]).max())
+
+    def versus_single(key: str) -> float:
+        return max(float(np.abs(np.array(r[key]) - np.array(single[key])).max()) for r in ranks)
+
+    mean_rank_loss = np.mean([r["losses"][0] for r in ranks])  # equal slices: the mean of means
+    if collected["teardown_crashes"]:
+        print(f"note: {collected['teardown_crashes']} DDP worker(s) crashed at exit after handing back "
+              "their result (harmless; see ddp/*.log)", file=sys.stderr)
+    return {
+        "world_size": ranks[0]["world_size"],
+        "grad_max_abs_diff_between_ranks": spread("first_gradients"),
+        "params_max_abs_diff_between_ranks": spread("final_parameters"),
+        "grad_vs_single_process_max_abs_diff": versus_single("first_gradients"),
+        "params_vs_single_process_max_abs_diff": versus_single("final_parameters"),
+        "loss_vs_single_process_abs_diff": abs(float(mean_rank_loss) - single["losses"][0]),
+        "params_per_rank_fraction": min(r["parameters"] for r in ranks) / len(single["final_parameters"]),
+        "samples_per_rank_fraction": max(r["samples"] for r in ranks) / batch,
+        "teardown_crashes": collected["teardown_crashes"],
+        "launch_attempts": collected["attempts"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="One DDP worker (run by concepts/distributed or torchrun).")
+    parser.add_argument("--out", type=Path, required=True, help="folder for rank<N>.json")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--features", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--learning-rate", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    worker(args.out, seed=args.seed, batch=args.batch, features=args.features, hidden=args.hidden,
+           steps=args.steps, learning_rate=args.learning_rate)
+
+
+if __name__ == "__main__":
+    main()
