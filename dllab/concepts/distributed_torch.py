@@ -163,6 +163,8 @@ def run(ctx, *, world_size: int, batch: int, features: int, hidden: int, steps: 
         learning_rate: float, timeout_s: float) -> dict[str, float]:
     if world_size < 2:
         raise ValueError(f"world_size must be at least 2 to compare processes, got {world_size}")
+    if batch % world_size:
+        raise ValueError(f"the batch of {batch} does not split evenly over {world_size} processes")
     worker_args = dict(seed=ctx.seed, batch=batch, features=features, hidden=hidden, steps=steps,
                        learning_rate=learning_rate)
     collected = launch(ctx.artifact("ddp"), world_size=world_size, threads=ctx.threads, timeout=timeout_s,
