@@ -1,0 +1,318 @@
+"""The same model trained in PyTorch, TensorFlow and Keras, timed side by side (seed question 2).
+
+One multilayer perceptron on the bundled digits (64 -> hidden -> hidden -> 10, ReLU), the same
+initial weights (from numpy), full-batch SGD, written idiomatically in each framework: an eager
+torch loop, a `tf.function` train step, and Keras's `train_on_batch` on each installed backend.
+Each implementation runs in its own `sys.executable` process, so its memory is its own:
+
+- first they all start together (import, build, a few untimed warm-up steps that include
+  tracing and compilation), then each in turn runs the timed steps alone;
+- each reports its loss at every step, checked against a float64 numpy computation of the same
+  training, so the timings compare equal work;
+- and its step time and memory: the peak resident memory of the whole process (the framework's
+  runtime included) and the growth of the peak during the timed steps (the training itself).
+
+Timings and memory are volatile (shared CPU); they are reported as ratios to PyTorch, and the
+seed's claims are marked confirmed (1) or not (0) by those figures of this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# label -> (modules it needs, extra environment)
+IMPLEMENTATIONS = {
+    "torch": (("torch",), {}),
+    "tensorflow": (("tensorflow",), {}),
+    "keras_tensorflow": (("keras", "tensorflow"), {"KERAS_BACKEND": "tensorflow"}),
+    "keras_torch": (("keras", "torch"), {"KERAS_BACKEND": "torch"}),
+    "keras_jax": (("keras", "jax"), {"KERAS_BACKEND": "jax"}),
+}
+
+
+def available(keras_backends: str = "all") -> list[str]:
+    """The implementations installed here; `keras_backends="current"` keeps only the Keras backend
+    named by KERAS_BACKEND (default tensorflow), "all" every installed one."""
+    if keras_backends not in ("all", "current"):
+        raise ValueError(f"keras_backends must be 'all' or 'current', got {keras_backends!r}")
+    current = "keras_" + os.environ.get("KERAS_BACKEND", "tensorflow")
+    return [label for label, (modules, _) in IMPLEMENTATIONS.items()
+            if all(importlib.util.find_spec(m) is not None for m in modules)
+            and (keras_backends == "all" or not label.startswith("keras_") or label == current)]
+
+
+def make_problem(seed: int, hidden: int) -> dict[str, np.ndarray]:
+    """The digits' training images (float32) and He-initialized weights, (in, out) layout."""
+    from dllab.data.digits import load_digits
+
+    train = load_digits(seed).train
+    rng = np.random.default_rng([seed, 2])
+    sizes = [64, hidden, hidden, 10]
+    problem = {"inputs": train.flat().astype(np.float32), "labels": train.labels.astype(np.int64)}
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        problem[f"w{index}"] = (rng.normal(size=(fan_in, fan_out)) * np.sqrt(2 / fan_in)).astype(np.float32)
+        problem[f"b{index}"] = np.zeros(fan_out, np.float32)
+    return problem
+
+
+def numpy_losses(problem: dict[str, np.ndarray], steps: int, learning_rate: float) -> np.ndarray:
+    """The reference: the same full-batch SGD in float64, by hand (forward, backward, update)."""
+    weights = [problem[f"{kind}{i}"].astype(np.float64) for i in range(3) for kind in ("w", "b")]
+    inputs, labels = problem["inputs"].astype(np.float64), problem["labels"]
+    count, losses = len(labels), []
+    for _ in range(steps):
+        activations = [inputs]
+        for layer in range(3):
+            pre = activations[-1] @ weights[2 * layer] + weights[2 * layer + 1]
+            activations.append(np.maximum(pre, 0) if layer < 2 else pre)
+        logits = activations[-1] - activations[-1].max(axis=1, keepdims=True)
+        log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        losses.append(-log_probabilities[np.arange(count), labels].mean())
+        delta = np.exp(log_probabilities)
+        delta[np.arange(count), labels] -= 1
+        delta /= count
+        for layer in (2, 1, 0):
+            grad_w, grad_b = activations[layer].T @ delta, delta.sum(axis=0)
+            if layer:
+                delta = (delta @ weights[2 * layer].T) * (activations[layer] > 0)
+            weights[2 * layer] -= learning_rate * grad_w
+            weights[2 * layer + 1] -= learning_rate * grad_b
+    return np.array(losses)
+
+
+def _read_line(process: subprocess.Popen, timeout: float) -> str:
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline().strip() if ready else ""
+
+
+def measure_all(out_dir: Path, *, labels: list[str], problem_file: Path, threads: int, warmup: int,
+                steps: int, learning_rate: float, timeout: float = 300) -> dict[str, dict]:
+    """Start every implementation at once, then time each alone; {label: result or {"error": ...}}."""
+    processes, results = {}, {}
+    try:
+        for label in labels:
+            env = {**os.environ, **IMPLEMENTATIONS[label][1], "DLLAB_THREADS": str(threads),
+                   "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2"}
+            with open(out_dir / f"{label}.log", "w") as log:
+                processes[label] = subprocess.Popen(
+                    [sys.executable, "-m", "dllab.concepts.framework_performance", f"--worker={label}",
+                     f"--problem={problem_file}", f"--warmup={warmup}", f"--steps={steps}",
+                     f"--learning-rate={learning_rate}"],
+                    env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        ready = {label: _read_line(process, timeout) == "ready" for label, process in processes.items()}
+        for label, process in processes.items():  # one at a time: the timed steps run alone
+            if not ready[label]:
+                results[label] = {"error": (out_dir / f"{label}.log").read_text()[-1500:]}
+                continue
+            process.stdin.write("go\n")
+            process.stdin.flush()
+            line = _read_line(process, timeout)
+            results[label] = json.loads(line) if line.startswith("{") else {
+                "error": (out_dir / f"{label}.log").read_text()[-1500:]}
+            process.wait(timeout)
+    finally:  # also on Ctrl-C or a timeout: no worker outlives the run
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
+def run(ctx, *, hidden: int, warmup: int, steps: int, learning_rate: float, keras_backends: str) -> dict[str, float]:
+    if warmup < 1 or steps < 2:
+        raise ValueError(f"need warmup >= 1 and steps >= 2, got {warmup} and {steps}")
+    labels = available(keras_backends)
+    problem = make_problem(ctx.seed, hidden)
+    problem_file = ctx.artifact("workers/problem.npz")
+    np.savez(problem_file, **problem)
+    reference = numpy_losses(problem, warmup + steps, learning_rate)
+    results = measure_all(problem_file.parent, labels=labels, problem_file=problem_file, threads=ctx.threads,
+                          warmup=warmup, steps=steps, learning_rate=learning_rate)
+    (problem_file.parent / "results.json").write_text(json.dumps(results, indent=1))
+    return summarize(ctx, results, reference)
+
+
+def summarize(ctx, results: dict[str, dict], reference: np.ndarray) -> dict[str, float]:
+    """Loss agreement (fingerprinted) and timing/memory ratios to torch (volatile)."""
+    good = {label: r for label, r in results.items() if "error" not in r}
+    gaps = {label: float(np.abs(np.array(r["losses"]) - reference).max() / reference[0]) for label, r in good.items()}
+    metrics = {
+        "implementations_run": len(good),
+        "implementations_failed": len(results) - len(good),
+        "max_loss_relative_gap_vs_numpy": max(gaps.values(), default=float("nan")),
+        "loss_reduction": float(1 - reference[-1] / reference[0]),
+    }
+    for label, r in good.items():
+        metrics[f"{label}_step_ms"] = r["step_ms"]
+        metrics[f"{label}_peak_rss_mb"] = r["peak_rss_mb"]
+        metrics[f"{label}_training_peak_growth_mb"] = r["training_peak_growth_mb"]
+    if "torch" in good:
+        for label in good:
+            if label != "torch":
+                metrics[f"{label}_time_ratio_to_torch"] = good[label]["step_ms"] / good["torch"]["step_ms"]
+                metrics[f"{label}_memory_ratio_to_torch"] = good[label]["peak_rss_mb"] / good["torch"]["peak_rss_mb"]
+    if "torch" in good and "tensorflow" in good:
+        torch_result, tf_result = good["torch"], good["tensorflow"]
+        metrics["claim_torch_uses_less_memory"] = float(torch_result["peak_rss_mb"] < tf_result["peak_rss_mb"])
+        metrics["claim_torch_training_uses_less_memory"] = float(
+            torch_result["training_peak_growth_mb"] < tf_result["training_peak_growth_mb"])
+        lighter_is_faster = (torch_result["peak_rss_mb"] < tf_result["peak_rss_mb"]) == (
+            torch_result["step_ms"] < tf_result["step_ms"])
+        metrics["claim_less_memory_means_faster"] = float(lighter_is_faster)
+    else:
+        for name in ("claim_torch_uses_less_memory", "claim_torch_training_uses_less_memory",
+                     "claim_less_memory_means_faster"):
+            ctx.skip_metric(name, "needs both torch and tensorflow installed")
+    return metrics
+
+
+# ---- the worker: one implementation in its own process ----
+
+def torch_step(problem: dict[str, np.ndarray], learning_rate: float, threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    layers = [torch.nn.Linear(*problem[f"w{i}"].shape) for i in range(3)]
+    with torch.no_grad():
+        for index, layer in enumerate(layers):
+            layer.weight.copy_(torch.from_numpy(problem[f"w{index}"].T))
+            layer.bias.copy_(torch.from_numpy(problem[f"b{index}"]))
+    model = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    inputs, labels = torch.from_numpy(problem["inputs"]), torch.from_numpy(problem["labels"])
+
+    def step() -> float:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    eager = (torch.ones(2) * 3).tolist() == [3.0, 3.0]  # the value exists as soon as the op returns
+    return step, {"version": torch.__version__, "devices": devices, "executes_eagerly": eager}
+
+
+def tensorflow_step(problem: dict[str, np.ndarray], learning_rate: float, threads: int):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.experimental.enable_op_determinism()
+    eager = tf.executing_eagerly()
+    variables = [tf.Variable(problem[f"{kind}{i}"]) for i in range(3) for kind in ("w", "b")]
+    inputs, labels = tf.constant(problem["inputs"]), tf.constant(problem["labels"])
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            hidden = inputs
+            for layer in range(3):
+                hidden = hidden @ variables[2 * layer] + variables[2 * layer + 1]
+                hidden = tf.nn.relu(hidden) if layer < 2 else hidden
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, hidden))
+        for variable, gradient in zip(variables, tape.gradient(loss, variables)):
+            variable.assign_sub(learning_rate * gradient)
+        return loss
+
+    devices = [d.name for d in tf.config.list_logical_devices()]
+    return (lambda: float(train_step())), {"version": tf.__version__, "devices": devices, "executes_eagerly": eager}
+
+
+def keras_step(problem: dict[str, np.ndarray], learning_rate: float, threads: int):
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        info = {"devices": ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())],
+                "executes_eagerly": (torch.ones(2) * 3).tolist() == [3.0, 3.0], "backend_version": torch.__version__}
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        tf.config.experimental.enable_op_determinism()
+        info = {"devices": [d.name for d in tf.config.list_logical_devices()],
+                "executes_eagerly": tf.executing_eagerly(), "backend_version": tf.__version__}
+    else:
+        import jax
+
+        info = {"devices": [str(d) for d in jax.devices()], "backend_version": jax.__version__,
+                "executes_eagerly": isinstance(jax.numpy.ones(2) * 3, jax.Array)}
+    hidden = problem["w0"].shape[1]
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(hidden, activation="relu"),
+                              keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(10)])
+    model.set_weights([problem[f"{kind}{i}"] for i in range(3) for kind in ("w", "b")])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def step() -> float:
+        loss = model.train_on_batch(problem["inputs"], problem["labels"])
+        return float(loss[0] if isinstance(loss, (list, tuple)) else loss)
+
+    return step, {**info, "version": f"{keras.__version__} on {backend} {info.pop('backend_version')}"}
+
+
+def _memory_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak since start or the last reset) of this process, in MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(label: str, problem_file: Path, warmup: int, steps: int, learning_rate: float) -> None:
+    """Build, warm up, say "ready", wait for "go", time `steps` steps, print the result as JSON."""
+    problem = dict(np.load(problem_file))
+    threads = int(os.environ.get("DLLAB_THREADS", "1"))
+    builder = torch_step if label == "torch" else tensorflow_step if label == "tensorflow" else keras_step
+    step, info = builder(problem, learning_rate, threads)
+    losses = [step() for _ in range(warmup)]  # includes tracing and compilation
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return
+    peak_before = _memory_mb("VmHWM")
+    try:  # Linux: writing 5 to clear_refs resets the peak, so the next peak is the training's own
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        can_reset = True
+    except OSError:
+        can_reset = False
+    resident_before = _memory_mb("VmRSS")
+    start = time.perf_counter()
+    losses += [step() for _ in range(steps)]
+    elapsed = time.perf_counter() - start
+    peak_during = _memory_mb("VmHWM")
+    print(json.dumps({**info, "label": label, "losses": losses, "step_ms": 1000 * elapsed / steps,
+                      "peak_rss_mb": max(peak_before, peak_during),
+                      "training_peak_growth_mb": peak_during - resident_before if can_reset else float("nan")}),
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="One implementation of concepts/framework-performance.")
+    parser.add_argument("--worker", choices=sorted(IMPLEMENTATIONS), required=True)
+    parser.add_argument("--problem", type=Path, required=True)
+    parser.add_argument("--warmup", type=int, required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--learning-rate", type=float, required=True)
+    args = parser.parse_args(argv)
+    worker(args.worker, args.problem, args.warmup, args.steps, args.learning_rate)
+
+
+if __name__ == "__main__":
+    main()
