@@ -114,7 +114,7 @@ def run(ctx, *, sizes: list, samples: int, width: int, blocks: int, steps: int,
         builtin.weight.copy_(custom.gain)
     x = torch.randn(samples, features, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(samples, features, dtype=torch.float64)
-    custom_out, builtin_out = custom(x), builtin(x)
+    custom_out, builtin_out = custom(x), builtin(x)  # kept with their graphs for the gradients below
     custom_grads = torch.autograd.grad(custom_out, (x, custom.gain), upstream)
     builtin_grads = torch.autograd.grad(builtin_out, (x, builtin.weight), upstream)
 
@@ -146,7 +146,7 @@ def run(ctx, *, sizes: list, samples: int, width: int, blocks: int, steps: int,
         "module_list_hidden_weight_change": changes["module_list"],
         "python_list_hidden_left_float32_fraction": left_float32,
         "torch_nn_has_layer_or_layerlist": float(hasattr(nn, "Layer") or hasattr(nn, "LayerList")),
-        "custom_layer_vs_builtin_output_max_abs": float((custom_out - builtin_out).abs().max()),
+        "custom_layer_vs_builtin_output_max_abs": float((custom_out - builtin_out).detach().abs().max()),
         "custom_layer_vs_builtin_input_grad_max_abs": float((custom_grads[0] - builtin_grads[0]).abs().max()),
         "custom_layer_vs_builtin_gain_grad_max_abs": float((custom_grads[1] - builtin_grads[1]).abs().max()),
         "custom_model_parameters": parameter_count([regressor]),

@@ -147,7 +147,8 @@ def run(ctx, *, steps: int, learning_rate: float, momentum: float, adam_learning
     cosine_closed = [learning_rate * 0.5 * (1 + math.cos(math.pi * t / epochs)) for t in range(epochs)]
 
     # The optimizer applies the schedule's rate at each step (iterations 0, 1, ...).
-    scheduled = keras_trajectory(keras.optimizers.SGD(custom_schedule, momentum=momentum), gradient_of, start, epochs)
+    scheduled_sgd = keras.optimizers.SGD(custom_schedule, momentum=momentum)
+    scheduled = keras_trajectory(scheduled_sgd, gradient_of, start, epochs)
     scheduled_reference = momentum_sgd_numpy(gradient_of, start, epochs, custom_values, momentum)
     max_abs = lambda a, b: float(np.max(np.abs(a - b)))
     return {
