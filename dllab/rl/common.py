@@ -76,6 +76,24 @@ ZOO_CONFIGS = {
 DEFAULT_CONFIGS = {"CartPole-v1": replace(ZOO_CONFIGS["CartPole-v1"], hidden=(64, 64))}
 
 
+def train_config(env_id: str, config: str, **fields) -> DQNConfig:
+    """A named configuration ("zoo" or "default") with some fields replaced."""
+    table = {"zoo": ZOO_CONFIGS, "default": DEFAULT_CONFIGS}.get(config)
+    if table is None or env_id not in table:
+        raise ValueError(f"no {config!r} DQN configuration for {env_id!r} (have zoo: {sorted(ZOO_CONFIGS)}, "
+                         f"default: {sorted(DEFAULT_CONFIGS)})")
+    return replace(table[env_id], **fields)
+
+
+def env_sizes(env_id: str) -> tuple[int, int]:
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    sizes = int(np.prod(env.observation_space.shape)), int(env.action_space.n)
+    env.close()
+    return sizes
+
+
 def linear_schedule(start: float, end: float, fraction: float, step: int, total: int) -> float:
     """Epsilon at `step`: linear from start to end over the first `fraction` of `total` steps."""
     progress = step / (fraction * total)

@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from dllab.rl.common import DQNConfig, eval_seed, evaluate, train_loop
+from dllab.rl.common import env_sizes, eval_seed, evaluate, train_config, train_loop
 
 VOLATILE = ["wall_s", "steps_per_s", "time_to_solve_s", "acting_s", "environment_s", "buffer_s",
             "gradient_s", "evaluation_s"]
 
 
-def run_scenario(ctx, config: DQNConfig, learner_class, sizes: tuple[int, int], checkpoint_every: int = 0):
+def run_scenario(ctx, learner_class, *, env_id: str, config: str, hidden: list, checkpoint_every: int = 0,
+                 **fields) -> dict[str, float]:
+    """Train with the `config` ("zoo" or "default") configuration of `env_id`, some fields
+    replaced (a TOML's params: total_steps, learning_rate, train_freq, ...), then measure.
+    `checkpoint_every` N: save a checkpoint every N env steps (resume with `dllab run --resume`)."""
     import gymnasium as gym
 
+    config = train_config(env_id, config, hidden=tuple(hidden), **fields)
+    sizes = env_sizes(env_id)
     threshold = gym.spec(config.env_id).reward_threshold
-    config.eval_interval = config.eval_interval or max(config.train_freq, config.total_steps // 10)
+    config.eval_interval = config.eval_interval or max(config.train_freq, config.total_steps // 10)  # 0: auto
     learner = learner_class(config, *sizes, ctx.seed)
     state, loaded = None, ctx.load_checkpoint()
     if loaded is not None:
@@ -52,6 +58,9 @@ def run_scenario(ctx, config: DQNConfig, learner_class, sizes: tuple[int, int], 
         "normalized_score": (mean - random_mean) / (threshold - random_mean),
         "solved": float(mean >= threshold),
         "best_periodic_return": max(point[1] for point in result.curve),
+        # the best periodic greedy evaluation (a greedy policy early in training can lock into a
+        # loop, e.g. an Acrobot left at rest, so single evaluations swing between good and floor)
+        "best_periodic_over_random": max(point[1] for point in result.curve) - random_mean,
         "steps_to_solve": float(result.steps_to_solve or 0),
         "time_to_solve_s": float(result.time_to_solve_s or 0.0),
         "wall_s": result.wall_s,

@@ -18,12 +18,10 @@ learner. Speed comes from three choices, all exact:
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
-from dllab.rl.common import DEFAULT_CONFIGS, ZOO_CONFIGS, DQNConfig, TrainResult, train_loop, uniform_init
+from dllab.rl.common import DQNConfig, TrainResult, env_sizes, train_loop, uniform_init
 
 __all__ = ["DQNConfig", "QNetwork", "TorchLearner", "train", "run"]
 
@@ -52,9 +50,10 @@ class QNetwork:
             x = torch.addmm(weights[i + 1], x, weights[i]).clamp_min(0)
         return torch.addmm(weights[-1], x, weights[-2])
 
-    def huber_gradient(self, x: torch.Tensor, one_hot: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def huber_gradient(self, x: torch.Tensor, one_hot: torch.Tensor, targets: torch.Tensor,
+                       with_loss: bool = True) -> float | None:
         """Write d(mean Huber(Q(x, a) - target))/d(parameters) into `self.grad` (the actions a
-        given as one-hot rows); return the loss (a 0-d tensor, no synchronisation)."""
+        given as one-hot rows); return the loss if asked (computing it costs a few operations)."""
         weights, grads = self.weights, self.grads
         activations, h = [x], x
         for i in range(0, len(weights) - 2, 2):
@@ -62,9 +61,9 @@ class QNetwork:
             activations.append(h)
         q = torch.addmm(weights[-1], h, weights[-2])
         error = (q * one_hot).sum(1) - targets
-        absolute = error.abs()
-        loss = torch.where(absolute < 1, 0.5 * error.square(), absolute - 0.5).mean()
-        delta = one_hot * (error.clamp(-1, 1) / len(x)).unsqueeze(1)  # Huber's derivative, averaged
+        clipped = error.clamp(-1, 1)  # Huber's derivative
+        loss = float((clipped * (error - 0.5 * clipped)).mean()) if with_loss else None  # = Huber(error)
+        delta = one_hot * (clipped / len(x)).unsqueeze(1)
         for layer in range(len(weights) // 2 - 1, -1, -1):
             torch.mm(activations[layer].T, delta, out=grads[2 * layer])
             torch.sum(delta, 0, out=grads[2 * layer + 1])
@@ -74,22 +73,35 @@ class QNetwork:
 
 
 class Adam:
-    """torch.optim.Adam's update on one flat tensor, as five in-place operations."""
+    """torch.optim.Adam's update on one flat tensor: one fused kernel (`torch._fused_adam_`, what
+    `Adam(fused=True)` calls, without its per-call Python overhead), or five in-place operations
+    where that kernel is missing."""
 
     def __init__(self, parameter: torch.Tensor, gradient: torch.Tensor, learning_rate: float,
                  beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         self.parameter, self.gradient = parameter, gradient
         self.learning_rate, self.beta1, self.beta2, self.eps = learning_rate, beta1, beta2, eps
-        self.m, self.v, self.steps = torch.zeros_like(parameter), torch.zeros_like(parameter), 0
-        self._denominator = torch.zeros_like(parameter)
+        self.m, self.v = torch.zeros_like(parameter), torch.zeros_like(parameter)
+        self.step_count = torch.zeros(())  # a tensor, as the fused kernel wants
+        self._fused = getattr(torch, "_fused_adam_", None)
+
+    @property
+    def steps(self) -> int:
+        return int(self.step_count)
 
     def step(self) -> None:
-        self.steps += 1
+        self.step_count += 1
+        if self._fused is not None:
+            self._fused([self.parameter], [self.gradient], [self.m], [self.v], [], [self.step_count],
+                        lr=self.learning_rate, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0,
+                        eps=self.eps, amsgrad=False, maximize=False)
+            return
+        steps = float(self.step_count)
         self.m.lerp_(self.gradient, 1 - self.beta1)
         self.v.mul_(self.beta2).addcmul_(self.gradient, self.gradient, value=1 - self.beta2)
-        bias1, bias2 = 1 - self.beta1 ** self.steps, 1 - self.beta2 ** self.steps
-        torch.sqrt(self.v, out=self._denominator).div_(bias2 ** 0.5).add_(self.eps)
-        self.parameter.addcdiv_(self.m, self._denominator, value=-self.learning_rate / bias1)
+        bias1, bias2 = 1 - self.beta1 ** steps, 1 - self.beta2 ** steps
+        denominator = (self.v.sqrt() / bias2 ** 0.5).add_(self.eps)
+        self.parameter.addcdiv_(self.m, denominator, value=-self.learning_rate / bias1)
 
 
 class TorchLearner:
@@ -124,7 +136,7 @@ class TorchLearner:
 
     @torch.no_grad()
     def train_phase(self, batch: dict[str, np.ndarray]) -> float:
-        """Gradient steps on minibatches (steps, batch, ...); returns the mean Huber loss.
+        """Gradient steps on minibatches (steps, batch, ...); returns the last step's Huber loss.
         Denormal floats are flushed to zero meanwhile: Adam's moments of dead ReLU units decay
         into the denormal range, where x86 arithmetic is ~100x slower."""
         torch.set_flush_denormal(True)
@@ -138,18 +150,19 @@ class TorchLearner:
         one_hot = torch.nn.functional.one_hot(data["actions"], self.online.sizes[-1]).float()
         if not self.config.double_dqn:  # the target net is fixed during the phase: one forward pass
             targets = self.td_targets(data["rewards"], data["next_observations"], data["terminated"])
-        total = torch.zeros(())
-        for k in range(len(data["actions"])):
+        steps, loss = len(data["actions"]), 0.0
+        for k in range(steps):
             if self.config.double_dqn:  # the online net moves after each step
                 target = self.td_targets(data["rewards"][k], data["next_observations"][k], data["terminated"][k])
             else:
                 target = targets[k]
-            total += self.online.huber_gradient(data["observations"][k], one_hot[k], target)
+            last = k == steps - 1  # the phase's loss is logged at its last step
+            loss = self.online.huber_gradient(data["observations"][k], one_hot[k], target, with_loss=last)
             norm = float(torch.linalg.vector_norm(self.online.grad))
             if norm > self.config.max_grad_norm:  # clip_grad_norm_'s rule
                 self.online.grad.mul_(self.config.max_grad_norm / (norm + 1e-6))
             self.optimizer.step()
-        return float(total) / len(data["actions"])
+        return loss
 
     def state(self) -> dict[str, np.ndarray]:
         return {"online": self.online.flat.numpy().copy(), "target": self.target.flat.numpy().copy(),
@@ -161,16 +174,7 @@ class TorchLearner:
         self.target.flat.copy_(torch.from_numpy(arrays["target"]))
         self.optimizer.m.copy_(torch.from_numpy(arrays["adam_m"]))
         self.optimizer.v.copy_(torch.from_numpy(arrays["adam_v"]))
-        self.optimizer.steps = int(arrays["adam_steps"])
-
-
-def env_sizes(env_id: str) -> tuple[int, int]:
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    sizes = int(np.prod(env.observation_space.shape)), int(env.action_space.n)
-    env.close()
-    return sizes
+        self.optimizer.step_count.fill_(float(arrays["adam_steps"]))
 
 
 def train(config: DQNConfig, seed: int = 0, **loop_options) -> TrainResult:
@@ -179,24 +183,8 @@ def train(config: DQNConfig, seed: int = 0, **loop_options) -> TrainResult:
     return train_loop(config, learner, seed, **loop_options)
 
 
-def run(ctx, *, env_id: str, config: str, total_steps: int, hidden: list, learning_rate: float,
-        train_freq: int, gradient_steps: int, exploration_fraction: float, double_dqn: bool,
-        eval_episodes: int, checkpoint_every: int = 0) -> dict[str, float]:
-    """Scenario entry (torch): train on `env_id` with the zoo (or dllab's default) configuration,
-    overridden by the given fields, then compare with a random policy and the env's threshold."""
+def run(ctx, **params) -> dict[str, float]:
+    """Scenario entry (torch): see `dllab.rl.dqn_scenario.run_scenario` for the parameters."""
     from dllab.rl.dqn_scenario import run_scenario
 
-    return run_scenario(ctx, train_config(env_id, config, total_steps=total_steps, hidden=tuple(hidden),
-                                          learning_rate=learning_rate, train_freq=train_freq,
-                                          gradient_steps=gradient_steps, exploration_fraction=exploration_fraction,
-                                          double_dqn=double_dqn, eval_episodes=eval_episodes),
-                        TorchLearner, env_sizes(env_id), checkpoint_every)
-
-
-def train_config(env_id: str, config: str, **fields) -> DQNConfig:
-    """A named configuration ("zoo" or "default") with some fields replaced."""
-    table = {"zoo": ZOO_CONFIGS, "default": DEFAULT_CONFIGS}.get(config)
-    if table is None or env_id not in table:
-        raise ValueError(f"no {config!r} DQN configuration for {env_id!r} (have zoo: {sorted(ZOO_CONFIGS)}, "
-                         f"default: {sorted(DEFAULT_CONFIGS)})")
-    return replace(table[env_id], **fields)
+    return run_scenario(ctx, TorchLearner, **params)

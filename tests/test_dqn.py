@@ -1,0 +1,129 @@
+"""DQN pieces cross-checked: the hand-written backward pass against autograd, the Adam update
+against torch.optim.Adam, the TD target's bootstrap rule, the buffer and schedule, the batched
+seeds against separate runs, and an interrupted run resumed to the same result."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from dllab.rl.common import (DEFAULT_CONFIGS, DQNConfig, ReplayBuffer, linear_schedule, mlp_forward,
+                             train_config, uniform_init)
+from dllab.rl.dqn_torch import Adam, QNetwork, TorchLearner, train
+
+SIZES = [4, 32, 16, 2]
+
+
+def test_hand_written_gradient_equals_autograd():
+    rng = np.random.default_rng(0)
+    net = QNetwork(SIZES, uniform_init(rng, SIZES))
+    x = torch.from_numpy(rng.standard_normal((64, 4)).astype(np.float32))
+    actions = torch.from_numpy(rng.integers(0, 2, 64))
+    targets = torch.from_numpy((rng.standard_normal(64) * 3).astype(np.float32))  # both Huber branches
+    loss = net.huber_gradient(x, torch.nn.functional.one_hot(actions, 2).float(), targets)
+    leaves = [w.detach().clone().requires_grad_(True) for w in net.weights]
+    q = net.forward(x, leaves).gather(1, actions[:, None]).squeeze(1)
+    reference = torch.nn.functional.smooth_l1_loss(q, targets)
+    reference.backward()
+    assert loss == pytest.approx(float(reference), rel=1e-5)
+    for grad, leaf in zip(net.grads, leaves):
+        torch.testing.assert_close(grad, leaf.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_equals_torch_optim_adam():
+    rng = np.random.default_rng(1)
+    flat = torch.from_numpy(rng.standard_normal(50).astype(np.float32))
+    grad = torch.zeros_like(flat)
+    mine = Adam(flat, grad, learning_rate=1e-2)
+    reference = torch.nn.Parameter(flat.clone())
+    optimizer = torch.optim.Adam([reference], lr=1e-2, foreach=False)
+    for _ in range(20):
+        g = torch.from_numpy(rng.standard_normal(50).astype(np.float32))
+        grad.copy_(g)
+        mine.step()
+        reference.grad = g.clone()
+        optimizer.step()
+    torch.testing.assert_close(flat, reference.detach(), rtol=1e-5, atol=1e-6)
+    assert mine.steps == 20
+
+
+def test_td_target_bootstraps_on_terminated_only():
+    config = DQNConfig(hidden=(8,), gamma=0.5)
+    learner = TorchLearner(config, 4, 2, seed=0)
+    next_obs = torch.ones(1, 2, 4)
+    max_q = float(learner.target.forward(next_obs[0]).max(1).values[0])
+    targets = learner.td_targets(torch.ones(1, 2), next_obs, torch.tensor([[1.0, 0.0]]))
+    assert float(targets[0, 0]) == 1.0  # terminated: the reward alone
+    assert float(targets[0, 1]) == pytest.approx(1.0 + 0.5 * max_q)  # truncated or running: bootstrap
+
+
+def test_double_dqn_picks_with_online_and_values_with_target():
+    learner = TorchLearner(DQNConfig(hidden=(8,), double_dqn=True, gamma=1.0), 4, 2, seed=0)
+    learner.target.flat.mul_(-1.0)  # make the two networks disagree
+    next_obs = torch.randn(1, 16, 4)
+    chosen = learner.online.forward(next_obs[0]).argmax(1)
+    expected = learner.target.forward(next_obs[0]).gather(1, chosen[:, None]).squeeze(1)
+    targets = learner.td_targets(torch.zeros(1, 16), next_obs, torch.zeros(1, 16))
+    torch.testing.assert_close(targets[0], expected)
+
+
+def test_numpy_acting_reads_the_trained_weights():
+    learner = TorchLearner(DQNConfig(hidden=(16, 16)), 4, 2, seed=0)
+    x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    before = mlp_forward(learner.acting_weights(), x)
+    rng = np.random.default_rng(3)
+    batch = {"observations": rng.standard_normal((3, 8, 4)).astype(np.float32), "actions": rng.integers(0, 2, (3, 8)),
+             "rewards": np.ones((3, 8), np.float32), "next_observations": rng.standard_normal((3, 8, 4)).astype(np.float32),
+             "terminated": np.zeros((3, 8), np.float32)}
+    learner.train_phase(batch)
+    after = mlp_forward(learner.acting_weights(), x)
+    np.testing.assert_allclose(after, learner.online.forward(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(before, after)
+
+
+def test_replay_buffer_wraps_around():
+    buffer = ReplayBuffer(3, (2,))
+    for i in range(5):
+        buffer.add(np.full(2, i), i % 2, float(i), np.full(2, i + 1), i == 4)
+    assert buffer.size == 3 and buffer.position == 2
+    assert sorted(buffer.rewards.tolist()) == [2.0, 3.0, 4.0]
+    batch = buffer.sample(np.random.default_rng(0), 4, 5)
+    assert batch["observations"].shape == (4, 5, 2) and set(batch["rewards"].ravel()) <= {2.0, 3.0, 4.0}
+    np.testing.assert_array_equal(batch["next_observations"], batch["observations"] + 1)
+
+
+def test_linear_schedule_matches_sb3():
+    assert linear_schedule(1.0, 0.04, 0.16, 0, 50_000) == 1.0
+    assert linear_schedule(1.0, 0.04, 0.16, 4000, 50_000) == pytest.approx(0.52)
+    assert linear_schedule(1.0, 0.04, 0.16, 8000, 50_000) == 0.04
+    assert linear_schedule(1.0, 0.04, 0.16, 40_000, 50_000) == 0.04
+
+
+def test_bad_configuration_is_a_value_error():
+    with pytest.raises(ValueError, match="exploration_fraction"):
+        DQNConfig(exploration_fraction=0.0)
+    with pytest.raises(ValueError, match="no 'zoo' DQN configuration"):
+        train_config("Pong-v5", "zoo")
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    config = replace(DEFAULT_CONFIGS["CartPole-v1"], total_steps=1600, learning_starts=500, train_freq=128,
+                     gradient_steps=16, hidden=(16, 16), eval_episodes=3)
+    first, again, other = train(config, 0), train(config, 0), train(config, 1)
+    assert np.array_equal(first.eval_returns, again.eval_returns) and first.losses == again.losses
+    assert first.losses != other.losses
+
+
+def test_batched_seeds_follow_the_separate_runs():
+    """Same initial weights and random streams: the first evaluations agree with separate runs
+    (batched matmuls round differently, so later ones may drift apart)."""
+    from dllab.rl.dqn_batched import train_batched
+
+    config = replace(DEFAULT_CONFIGS["CartPole-v1"], total_steps=1400, learning_starts=1000, train_freq=200,
+                     gradient_steps=8, hidden=(16, 16), eval_episodes=3, eval_interval=1000)
+    batched = train_batched(config, [0, 1])
+    for seed, result in zip([0, 1], batched.results):
+        single = train(config, seed)
+        assert result.curve[0][1] == single.curve[0][1]  # before training: identical policies
+        assert abs(result.eval_returns.mean() - single.eval_returns.mean()) <= 0.2 * single.eval_returns.mean() + 5
