@@ -92,9 +92,7 @@ def _sb3(config, seed, interval, threshold, start, curve, threads):
     from dllab.rl.common import eval_seed, evaluate, mlp_forward
 
     def greedy_returns(model):
-        layers = [m for m in model.policy.q_net.q_net if hasattr(m, "weight")]
-        weights = [array for layer in layers for array in
-                   (layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy())]
+        weights = sb3_weights(model)
         return evaluate(config.env_id, lambda x: mlp_forward(weights, x), config.eval_episodes, eval_seed(seed))
 
     class PeriodicEvaluation(BaseCallback):
@@ -122,6 +120,13 @@ def _sb3(config, seed, interval, threshold, start, curve, threads):
     evaluation_s = PeriodicEvaluation.evaluation_s + time.perf_counter() - began
     curve.append((config.total_steps, float(final.mean()), time.perf_counter() - start - evaluation_s))
     return final, evaluation_s
+
+
+def sb3_weights(model) -> list[np.ndarray]:
+    """An SB3 DQN's online Q-network as [W1, b1, ...] (W of shape (in, out)) for `mlp_forward`."""
+    layers = [m for m in model.policy.q_net.q_net if hasattr(m, "weight")]
+    return [array for layer in layers for array in
+            (layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy())]
 
 
 def _spawn(request: dict) -> dict:

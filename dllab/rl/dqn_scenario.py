@@ -24,17 +24,11 @@ def run_scenario(ctx, learner_class, *, env_id: str, config: str, hidden: list, 
     threshold = gym.spec(config.env_id).reward_threshold
     config.eval_interval = config.eval_interval or max(config.train_freq, config.total_steps // 10)  # 0: auto
     learner = learner_class(config, *sizes, ctx.seed)
-    state, loaded = None, ctx.load_checkpoint()
-    if loaded is not None:
-        arrays, meta = loaded
-        learner.load_state(arrays)
-        state = dict(meta, buffer={k[len("buffer/"):]: v for k, v in arrays.items() if k.startswith("buffer/")})
-        state["curve"] = [tuple(point) for point in meta["curve"]]
+    loaded = ctx.load_checkpoint()
+    state = None if loaded is None else restore(learner, *loaded)
 
     def save(step, loop_state):
-        arrays = dict(learner.state())
-        arrays.update({f"buffer/{k}": v for k, v in loop_state.pop("buffer").items()})
-        ctx.save_checkpoint(arrays, loop_state)
+        ctx.save_checkpoint(*checkpoint(learner, loop_state))
 
     def on_eval(step, returns):
         ctx.log_scalar("charts/eval_return", float(returns.mean()), step)
@@ -67,6 +61,23 @@ def run_scenario(ctx, learner_class, *, env_id: str, config: str, hidden: list, 
         "steps_per_s": config.total_steps / result.wall_s,
         **timings,
     }
+
+
+def checkpoint(learner, loop_state: dict) -> tuple[dict, dict]:
+    """(arrays, meta) for `ctx.save_checkpoint`: the learner's weights and Adam moments, the
+    replay buffer, and the loop's JSON state (step, RNG and env states, curve, timers)."""
+    meta = dict(loop_state)
+    arrays = dict(learner.state())
+    arrays.update({f"buffer/{k}": v for k, v in meta.pop("buffer").items()})
+    return arrays, meta
+
+
+def restore(learner, arrays: dict, meta: dict) -> dict:
+    """Load a checkpoint into `learner`; return the loop state for `train_loop(state=...)`."""
+    learner.load_state(arrays)
+    state = dict(meta, buffer={k[len("buffer/"):]: v for k, v in arrays.items() if k.startswith("buffer/")})
+    state["curve"] = [tuple(point) for point in meta["curve"]]
+    return state
 
 
 def save_curve(ctx, curve, random_mean: float, threshold: float, env_id: str) -> None:
