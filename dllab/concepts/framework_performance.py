@@ -132,6 +132,10 @@ def run(ctx, *, hidden: int, warmup: int, steps: int, learning_rate: float, kera
     if warmup < 1 or steps < 2:
         raise ValueError(f"need warmup >= 1 and steps >= 2, got {warmup} and {steps}")
     labels = available(keras_backends)
+    if not labels:
+        from dllab.errors import SkipScenario
+
+        raise SkipScenario("neither torch nor tensorflow is installed: pip install 'dllab[torch]' or 'dllab[tensorflow]'")
     problem = make_problem(ctx.seed, hidden)
     problem_file = ctx.artifact("workers/problem.npz")
     np.savez(problem_file, **problem)
