@@ -30,10 +30,8 @@ def value_and_gradient(function, values: np.ndarray) -> tuple[float, np.ndarray,
         gradient = tape.gradient(scalar, x)
         return float(scalar), gradient.numpy(), keras.ops.convert_to_numpy(auxiliary)
     if backend == "torch":
-        import torch
-
-        x = torch.tensor(values, requires_grad=True)
+        x = keras.ops.convert_to_tensor(values).detach().requires_grad_(True)  # on Keras's device
         scalar, auxiliary = function(x)
         scalar.backward()
-        return float(scalar.detach()), x.grad.numpy(), auxiliary.detach().cpu().numpy()
+        return float(scalar.detach()), x.grad.cpu().numpy(), auxiliary.detach().cpu().numpy()
     raise SkipScenario(f"gradients are inspected on the tensorflow and torch backends, not {backend!r}")
