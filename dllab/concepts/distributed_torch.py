@@ -125,7 +125,8 @@ def launch(out_dir: Path, *, world_size: int, threads: int, timeout: float, work
 
     The processes come from a multiprocessing fork server (a fresh `sys.executable` that has
     imported torch once), so each launch starts in well under a second. Returns the ranks'
-    results and how many workers crashed after handing theirs back. A start-up failure before
+    results and how many workers crashed after handing theirs back. (As with any multiprocessing
+    program, a script that calls this needs the `if __name__ == "__main__":` guard.) A start-up failure before
     results (a port taken between probing and binding, say) is retried twice on a new port."""
     import multiprocessing
 
