@@ -212,6 +212,12 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def main(args) -> int:
     """The CLI's `bench dqn`: run, print the table, write bench.json and learning_curves.png."""
     from dllab.rl.common import ZOO_CONFIGS
@@ -227,21 +233,26 @@ def main(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
+
+    def spawn(request):
+        found = _spawn(request)["runs"]
+        runs.extend(found)
+        for run in found:
+            print(f"  {run['impl']:14s} seed {run['seed']}: return {run['eval_return_mean']:.1f}, "
+                  f"wall {run['wall_s']:.1f} s", flush=True)
+        # bench.json after every run: an interrupted benchmark keeps what it measured
+        write_json(out / "bench.json", summarize(args.env, args.steps, runs, args.threads))
+
     for seed in range(args.seeds):
         order = IMPLEMENTATIONS[seed % 3:] + IMPLEMENTATIONS[:seed % 3]  # rotate against drift
         for impl in order:
-            request = {"impl": impl, "env": args.env, "seed": seed, "steps": args.steps, "threads": args.threads}
-            found = _spawn(request)["runs"]
-            runs.extend(found)
-            print(f"  {impl:14s} seed {seed}: return {found[0]['eval_return_mean']:.1f}, "
-                  f"wall {found[0]['wall_s']:.1f} s", flush=True)
-    if args.seeds_batched:
-        request = {"impl": "dllab-batched", "env": args.env, "seed": 0, "steps": args.steps,
-                   "threads": args.threads, "batched": args.seeds_batched}
-        runs.extend(_spawn(request)["runs"])
+            spawn({"impl": impl, "env": args.env, "seed": seed, "steps": args.steps, "threads": args.threads})
+        if seed == 0 and args.seeds_batched:  # early, between the separate runs it is compared with
+            spawn({"impl": "dllab-batched", "env": args.env, "seed": 0, "steps": args.steps,
+                   "threads": args.threads, "batched": args.seeds_batched})
     summary = summarize(args.env, args.steps, runs, args.threads)
     print(table(summary))
-    (out / "bench.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "bench.json", summary)
     plot(summary, out / "learning_curves.png")
     print(f"wrote {out / 'bench.json'} and {out / 'learning_curves.png'}")
     return 0

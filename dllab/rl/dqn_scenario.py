@@ -55,6 +55,7 @@ def run_scenario(ctx, learner_class, *, env_id: str, config: str, hidden: list, 
         # the best periodic greedy evaluation (a greedy policy early in training can lock into a
         # loop, e.g. an Acrobot left at rest, so single evaluations swing between good and floor)
         "best_periodic_over_random": max(point[1] for point in result.curve) - random_mean,
+        "best_normalized_score": (max(point[1] for point in result.curve) - random_mean) / (threshold - random_mean),
         "steps_to_solve": float(result.steps_to_solve or 0),
         "time_to_solve_s": float(result.time_to_solve_s or 0.0),
         "wall_s": result.wall_s,

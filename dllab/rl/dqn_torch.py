@@ -114,12 +114,15 @@ class TorchLearner:
         self.online, self.target = QNetwork(sizes, initial), QNetwork(sizes, initial)
         self.optimizer = Adam(self.online.flat, self.online.grad, config.learning_rate)
         self._acting = [w.numpy() for w in self.online.weights]  # numpy views of the same memory
+        self._target_stale = False
 
     def acting_weights(self) -> list[np.ndarray]:
         return self._acting
 
     def update_target(self) -> None:
-        self.target.flat.copy_(self.online.flat)
+        if self._target_stale:  # the online weights change only in training phases
+            self.target.flat.copy_(self.online.flat)
+            self._target_stale = False
 
     @torch.no_grad()
     def td_targets(self, rewards, next_observations, terminated) -> torch.Tensor:
@@ -144,6 +147,7 @@ class TorchLearner:
             return self._train_phase(batch)
         finally:
             torch.set_flush_denormal(False)
+            self._target_stale = True
 
     def _train_phase(self, batch: dict[str, np.ndarray]) -> float:
         data = {k: torch.from_numpy(v) for k, v in batch.items()}
@@ -165,7 +169,8 @@ class TorchLearner:
         return loss
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"online": self.online.flat.numpy().copy(), "target": self.target.flat.numpy().copy(),
+        return {"target_stale": np.array(self._target_stale),
+                "online": self.online.flat.numpy().copy(), "target": self.target.flat.numpy().copy(),
                 "adam_m": self.optimizer.m.numpy().copy(), "adam_v": self.optimizer.v.numpy().copy(),
                 "adam_steps": np.array(self.optimizer.steps)}
 
@@ -175,6 +180,7 @@ class TorchLearner:
         self.optimizer.m.copy_(torch.from_numpy(arrays["adam_m"]))
         self.optimizer.v.copy_(torch.from_numpy(arrays["adam_v"]))
         self.optimizer.step_count.fill_(float(arrays["adam_steps"]))
+        self._target_stale = bool(arrays["target_stale"])
 
 
 def train(config: DQNConfig, seed: int = 0, **loop_options) -> TrainResult:
