@@ -22,9 +22,11 @@ def backend_of(framework: str) -> str:
 
 def seed_everything(seed: int, framework: str, threads: int = 1) -> None:
     """Seed Python, numpy and the framework (with its backend), fix threads, ask for determinism."""
+    backend = backend_of(framework)
+    if framework == "keras":  # import first: importing Keras may draw from the generators seeded below
+        import keras  # noqa: F401
     random.seed(seed)
     np.random.seed(seed)
-    backend = backend_of(framework)
     if backend == "torch":
         import torch
 
@@ -47,4 +49,23 @@ def seed_everything(seed: int, framework: str, threads: int = 1) -> None:
         import keras
 
         keras.backend.clear_session()
+        if backend == "tensorflow":
+            keras.utils.set_random_seed(seed)
+        else:
+            _reset_keras_seed(seed)
+
+
+def _reset_keras_seed(seed: int) -> None:
+    """What `keras.utils.set_random_seed` does for Keras's own generator, without the TensorFlow
+    import it performs whenever TensorFlow is installed (seconds, on a torch-backend run)."""
+    import keras
+
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    except ImportError:  # another Keras layout: the public call, TensorFlow import and all
         keras.utils.set_random_seed(seed)
+        return
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
