@@ -86,6 +86,7 @@ class Evaluator:
             "fid_start": self.fid_start,
             "fid_start_ratio": self.fid_start / floor,
             "fid_floor_all_train": self.judge.floor_all_train,
+            "fid_ratio_all_train": fid / self.judge.floor_all_train,
             "fid_improvement": self.fid_start / fid,
             "modes_covered": coverage["modes_covered"],
             "kl_uniform": coverage["kl_uniform"],

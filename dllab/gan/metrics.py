@@ -128,9 +128,10 @@ def train_digits_classifier(images: np.ndarray, labels: np.ndarray, seed: int,
     if key not in _CLASSIFIERS:
         from sklearn.neural_network import MLPClassifier
 
-        model = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=500, random_state=seed)
+        model = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, solver="lbfgs", max_iter=500,
+                              random_state=seed)
         with warnings.catch_warnings(), threadpool_limits(BLAS_THREADS):
-            warnings.simplefilter("ignore")  # ConvergenceWarning: the accuracy is checked instead
+            warnings.simplefilter("ignore")  # ConvergenceWarning: the test accuracy is reported instead
             model.fit(np.asarray(images, np.float64).reshape(len(images), -1), labels)
         (w1, w2), (b1, b2) = model.coefs_, model.intercepts_
         _CLASSIFIERS[key] = DigitsClassifier(w1, b1, w2, b2)
