@@ -3,7 +3,8 @@
 One multilayer perceptron on the bundled digits (64 -> hidden -> hidden -> 10, ReLU), the same
 initial weights (from numpy), full-batch SGD, written idiomatically in each framework: an eager
 torch loop, a `tf.function` train step, and Keras's `train_on_batch` on each installed backend.
-Each implementation runs in its own `sys.executable` process, so its memory is its own:
+Each implementation runs in its own `sys.executable` process (`framework_performance_worker`),
+so its memory is its own:
 
 - first they all start together (import, build, a few untimed warm-up steps that include
   tracing and compilation), then each in turn runs the timed steps alone;
@@ -18,14 +19,12 @@ seed's claims are marked confirmed (1) or not (0) by those figures of this run.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +104,7 @@ def measure_all(out_dir: Path, *, labels: list[str], problem_file: Path, threads
                    "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2"}
             with open(out_dir / f"{label}.log", "w") as log:
                 processes[label] = subprocess.Popen(
-                    [sys.executable, "-m", "dllab.concepts.framework_performance", f"--worker={label}",
+                    [sys.executable, "-m", "dllab.concepts.framework_performance_worker", f"--worker={label}",
                      f"--problem={problem_file}", f"--warmup={warmup}", f"--steps={steps}",
                      f"--learning-rate={learning_rate}"],
                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -178,145 +177,3 @@ def summarize(ctx, results: dict[str, dict], reference: np.ndarray) -> dict[str,
                      "claim_less_memory_means_faster"):
             ctx.skip_metric(name, "needs both torch and tensorflow installed")
     return metrics
-
-
-# ---- the worker: one implementation in its own process ----
-
-def torch_step(problem: dict[str, np.ndarray], learning_rate: float, threads: int):
-    import torch
-
-    torch.set_num_threads(threads)
-    layers = [torch.nn.Linear(*problem[f"w{i}"].shape) for i in range(3)]
-    with torch.no_grad():
-        for index, layer in enumerate(layers):
-            layer.weight.copy_(torch.from_numpy(problem[f"w{index}"].T))
-            layer.bias.copy_(torch.from_numpy(problem[f"b{index}"]))
-    model = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
-    inputs, labels = torch.from_numpy(problem["inputs"]), torch.from_numpy(problem["labels"])
-
-    def step() -> float:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(inputs), labels)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    eager = (torch.ones(2) * 3).tolist() == [3.0, 3.0]  # the value exists as soon as the op returns
-    return step, {"version": torch.__version__, "devices": devices, "executes_eagerly": eager}
-
-
-def tensorflow_step(problem: dict[str, np.ndarray], learning_rate: float, threads: int):
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    tf.config.experimental.enable_op_determinism()
-    eager = tf.executing_eagerly()
-    variables = [tf.Variable(problem[f"{kind}{i}"]) for i in range(3) for kind in ("w", "b")]
-    inputs, labels = tf.constant(problem["inputs"]), tf.constant(problem["labels"])
-
-    @tf.function
-    def train_step():
-        with tf.GradientTape() as tape:
-            hidden = inputs
-            for layer in range(3):
-                hidden = hidden @ variables[2 * layer] + variables[2 * layer + 1]
-                hidden = tf.nn.relu(hidden) if layer < 2 else hidden
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, hidden))
-        for variable, gradient in zip(variables, tape.gradient(loss, variables)):
-            variable.assign_sub(learning_rate * gradient)
-        return loss
-
-    devices = [d.name for d in tf.config.list_logical_devices()]
-    return (lambda: float(train_step())), {"version": tf.__version__, "devices": devices, "executes_eagerly": eager}
-
-
-def keras_step(problem: dict[str, np.ndarray], learning_rate: float, threads: int):
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-        info = {"devices": ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())],
-                "executes_eagerly": (torch.ones(2) * 3).tolist() == [3.0, 3.0], "backend_version": torch.__version__}
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-        tf.config.experimental.enable_op_determinism()
-        info = {"devices": [d.name for d in tf.config.list_logical_devices()],
-                "executes_eagerly": tf.executing_eagerly(), "backend_version": tf.__version__}
-    else:
-        import jax
-
-        info = {"devices": [str(d) for d in jax.devices()], "backend_version": jax.__version__,
-                "executes_eagerly": isinstance(jax.numpy.ones(2) * 3, jax.Array)}
-    hidden = problem["w0"].shape[1]
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(hidden, activation="relu"),
-                              keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(10)])
-    model.set_weights([problem[f"{kind}{i}"] for i in range(3) for kind in ("w", "b")])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-
-    def step() -> float:
-        loss = model.train_on_batch(problem["inputs"], problem["labels"])
-        return float(loss[0] if isinstance(loss, (list, tuple)) else loss)
-
-    return step, {**info, "version": f"{keras.__version__} on {backend} {info.pop('backend_version')}"}
-
-
-def _memory_mb(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak since start or the last reset) of this process, in MiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def worker(label: str, problem_file: Path, warmup: int, steps: int, learning_rate: float) -> None:
-    """Build, warm up, say "ready", wait for "go", time `steps` steps, print the result as JSON."""
-    problem = dict(np.load(problem_file))
-    threads = int(os.environ.get("DLLAB_THREADS", "1"))
-    builder = torch_step if label == "torch" else tensorflow_step if label == "tensorflow" else keras_step
-    step, info = builder(problem, learning_rate, threads)
-    losses = [step() for _ in range(warmup)]  # includes tracing and compilation
-    print("ready", flush=True)
-    if sys.stdin.readline().strip() != "go":
-        return
-    peak_before = _memory_mb("VmHWM")
-    try:  # Linux: writing 5 to clear_refs resets the peak, so the next peak is the training's own
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")
-        can_reset = True
-    except OSError:
-        can_reset = False
-    resident_before = _memory_mb("VmRSS")
-    start = time.perf_counter()
-    losses += [step() for _ in range(steps)]
-    elapsed = time.perf_counter() - start
-    peak_during = _memory_mb("VmHWM")
-    print(json.dumps({**info, "label": label, "losses": losses, "step_ms": 1000 * elapsed / steps,
-                      "peak_rss_mb": max(peak_before, peak_during),
-                      "training_peak_growth_mb": peak_during - resident_before if can_reset else float("nan")}),
-          flush=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="One implementation of concepts/framework-performance.")
-    parser.add_argument("--worker", choices=sorted(IMPLEMENTATIONS), required=True)
-    parser.add_argument("--problem", type=Path, required=True)
-    parser.add_argument("--warmup", type=int, required=True)
-    parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--learning-rate", type=float, required=True)
-    args = parser.parse_args(argv)
-    worker(args.worker, args.problem, args.warmup, args.steps, args.learning_rate)
-
-
-if __name__ == "__main__":
-    main()

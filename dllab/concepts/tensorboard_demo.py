@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 
 def read_scalar_curves(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar curve in one folder of event files, read with TensorBoard's EventAccumulator.
