@@ -11,7 +11,8 @@ ways, each measured here with the same names as `graph_modes_tf`:
   `dynamic=False`, two with the default (the second shape turns on dynamic shapes), one with
   `dynamic=True`. A counting backend counts the compilations;
 - `torch.jit.script` (TorchScript) compiles Python source, keeping an `if` on a tensor value as
-  `prim::If` in one graph.
+  `prim::If` in one graph; `torch.compile` instead breaks the graph at such an `if`, lets Python
+  decide, and goes on capturing (both give the eager answer on both branches).
 
 Every captured graph gives the eager result; the speed ratios against eager are volatile.
 """
@@ -143,13 +144,18 @@ def run(ctx, *, layers: int, width: int, batch: int, repeats: int, shapes: list[
         graph_time = time_calls(compiled_network, (inputs,), repeats)
         script_time = time_calls(scripted_network, (inputs,), repeats)
 
+    torch.compiler.reset()
+    compiled_scale = torch.compile(signed_scale_python, backend=compile_backend)  # a graph break at the if
     control_error, branches = 0.0, set()
     for sign in (1.0, -1.0):
         values = sign * np.abs(rng.normal(size=(4, width))).astype(np.float32)
         output = signed_scale(torch.from_numpy(values)).numpy()
-        control_error = max(control_error, float(np.abs(output - signed_scale_numpy(values)).max()))
+        compiled_output = compiled_scale(torch.from_numpy(values)).numpy()
+        control_error = max(control_error, float(np.abs(output - signed_scale_numpy(values)).max()),
+                            float(np.abs(compiled_output - signed_scale_numpy(values)).max()))
         branches.add("double" if np.array_equal(output, 2 * values) else
                      "negate" if np.array_equal(output, -values) else "neither")
+    graph_breaks = torch._dynamo.explain(signed_scale_python)(torch.ones(4, width)).graph_break_count
     try:
         torch.fx.symbolic_trace(signed_scale_python)
         fx_rejects = 0.0
@@ -171,5 +177,6 @@ def run(ctx, *, layers: int, width: int, batch: int, repeats: int, shapes: list[
         "control_flow_max_abs_diff": control_error,
         "control_flow_branches_taken": len(branches - {"neither"}),
         "control_flow_in_one_graph": float("prim::If" in str(signed_scale.graph)),
+        "compile_graph_breaks_at_if": graph_breaks,
         "fx_rejects_data_dependent_if": fx_rejects,
     }
