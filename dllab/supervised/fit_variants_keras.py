@@ -107,17 +107,18 @@ def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, data: str) -
 
     models = {
         "arrays": train("arrays", (x, y), batch_size=batch_size, shuffle=True),
-        "generator": train("generator", (batches(x, y, orders, batch_size),), steps_per_epoch=steps),
+        "generator": train("generator", (batches(x, y, orders, batch_size),), steps_per_epoch=steps,
+                           shuffle=False),
         "pydataset": train("pydataset", (DigitsPyDataset(x, y, batch_size, ctx.seed),), shuffle=False),
         "custom_train_step": train("custom_train_step", (batches(x, y, orders, batch_size),), CustomStepMLP,
-                                   steps_per_epoch=steps),
+                                   steps_per_epoch=steps, shuffle=False),
     }
     if backend() == "tensorflow":
         import tensorflow as tf
 
         dataset = (tf.data.Dataset.from_tensor_slices((x, y))
                    .shuffle(len(y), seed=ctx.seed, reshuffle_each_iteration=True).batch(batch_size))
-        models["tf_data"] = train("tf_data", (dataset,))
+        models["tf_data"] = train("tf_data", (dataset,), shuffle=False)  # the dataset shuffles itself
     else:
         ctx.skip_metric("tf_data_accuracy", f"tf.data is TensorFlow's input pipeline; this run uses the "
                                             f"{backend()} backend and keeps TensorFlow out of the process")

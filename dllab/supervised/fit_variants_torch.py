@@ -101,7 +101,7 @@ def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, data: str) -
     ctx.skip_metric("tf_data_accuracy", "tf.data is TensorFlow's input pipeline; the torch variant uses DataLoader")
     metrics.update(
         accuracy_spread=max(values) - min(values), worst_accuracy=min(values),
-        same_batches_weight_difference=max(float((p - q).abs().max()) for p, q in zip(
+        same_batches_weight_difference=max(float((p - q).detach().abs().max()) for p, q in zip(
             models["generator_loader"].parameters(), models["hand_loop"].parameters())),
     )
     ctx.skip_metric("fit_generator_exists", "a Keras API; torch has no fit")
