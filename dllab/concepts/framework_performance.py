@@ -94,10 +94,13 @@ def _read_line(process: subprocess.Popen, timeout: float) -> str:
     return process.stdout.readline().strip() if ready else ""
 
 
-def measure_all(out_dir: Path, *, labels: list[str], problem_file: Path, threads: int, warmup: int,
-                steps: int, learning_rate: float, timeout: float = 300) -> dict[str, dict]:
-    """Start every implementation at once, then time each alone; {label: result or {"error": ...}}."""
+def measure_all(out_dir: Path, *, labels: list[str], build_problem, threads: int, warmup: int, steps: int,
+                learning_rate: float, timeout: float = 300) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Start every implementation at once (they import their framework while `build_problem()`
+    runs here and its result is handed to them as problem.npz), then time each alone.
+    Returns the problem and {label: result, or {"error": log tail}}."""
     processes, results = {}, {}
+    problem_file = out_dir / "problem.npz"
     try:
         for label in labels:
             env = {**os.environ, **IMPLEMENTATIONS[label][1], "DLLAB_THREADS": str(threads),
@@ -108,6 +111,9 @@ def measure_all(out_dir: Path, *, labels: list[str], problem_file: Path, threads
                      f"--problem={problem_file}", f"--warmup={warmup}", f"--steps={steps}",
                      f"--learning-rate={learning_rate}"],
                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        problem = build_problem()
+        np.savez(out_dir / "problem.tmp.npz", **problem)
+        os.replace(out_dir / "problem.tmp.npz", problem_file)  # the workers wait for the whole file
         ready = {label: _read_line(process, timeout) == "ready" for label, process in processes.items()}
         for label, process in processes.items():  # one at a time: the timed steps run alone
             if not ready[label]:
@@ -124,7 +130,8 @@ def measure_all(out_dir: Path, *, labels: list[str], problem_file: Path, threads
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    return results
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    return problem, results
 
 
 def run(ctx, *, hidden: int, warmup: int, steps: int, learning_rate: float, keras_backends: str) -> dict[str, float]:
@@ -135,14 +142,10 @@ def run(ctx, *, hidden: int, warmup: int, steps: int, learning_rate: float, kera
         from dllab.errors import SkipScenario
 
         raise SkipScenario("neither torch nor tensorflow is installed: pip install 'dllab[torch]' or 'dllab[tensorflow]'")
-    problem = make_problem(ctx.seed, hidden)
-    problem_file = ctx.artifact("workers/problem.npz")
-    np.savez(problem_file, **problem)
-    reference = numpy_losses(problem, warmup + steps, learning_rate)
-    results = measure_all(problem_file.parent, labels=labels, problem_file=problem_file, threads=ctx.threads,
-                          warmup=warmup, steps=steps, learning_rate=learning_rate)
-    (problem_file.parent / "results.json").write_text(json.dumps(results, indent=1))
-    return summarize(ctx, results, reference)
+    problem, results = measure_all(ctx.artifact("workers/results.json").parent, labels=labels,
+                                   build_problem=lambda: make_problem(ctx.seed, hidden), threads=ctx.threads,
+                                   warmup=warmup, steps=steps, learning_rate=learning_rate)
+    return summarize(ctx, results, numpy_losses(problem, warmup + steps, learning_rate))
 
 
 def summarize(ctx, results: dict[str, dict], reference: np.ndarray) -> dict[str, float]:

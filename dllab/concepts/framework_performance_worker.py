@@ -11,6 +11,7 @@ the timed steps.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -124,7 +125,14 @@ def _memory_mb(field: str) -> float:
 
 
 def worker(label: str, problem_file: Path, warmup: int, steps: int, learning_rate: float) -> None:
-    """Build, warm up, say "ready", wait for "go", time `steps` steps, print the result as JSON."""
+    """Import, load the problem, build, warm up, say "ready", wait for "go", time `steps` steps,
+    print the result as JSON."""
+    importlib.import_module({"torch": "torch", "tensorflow": "tensorflow"}.get(label, "keras"))  # the slow part
+    deadline = time.monotonic() + 300
+    while not problem_file.exists():  # written by the parent meanwhile
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{problem_file} did not appear")
+        time.sleep(0.02)
     problem = dict(np.load(problem_file))
     threads = int(os.environ.get("DLLAB_THREADS", "1"))
     builder = torch_step if label == "torch" else tensorflow_step if label == "tensorflow" else keras_step

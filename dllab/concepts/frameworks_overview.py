@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -79,13 +78,10 @@ def run(ctx, *, hidden: int, warmup: int, steps: int, learning_rate: float) -> d
         from dllab.errors import SkipScenario
 
         raise SkipScenario("no deep-learning framework installed: pip install 'dllab[all]'")
-    problem = performance.make_problem(ctx.seed, hidden)
-    problem_file = ctx.artifact("workers/problem.npz")
-    np.savez(problem_file, **problem)
+    problem, results = performance.measure_all(
+        ctx.artifact("workers/results.json").parent, labels=labels, threads=ctx.threads, warmup=warmup,
+        steps=steps, learning_rate=learning_rate, build_problem=lambda: performance.make_problem(ctx.seed, hidden))
     reference = performance.numpy_losses(problem, warmup + steps, learning_rate)
-    results = performance.measure_all(problem_file.parent, labels=labels, problem_file=problem_file,
-                                      threads=ctx.threads, warmup=warmup, steps=steps, learning_rate=learning_rate)
-    (problem_file.parent / "results.json").write_text(json.dumps(results, indent=1))
     good = {label: r for label, r in results.items() if "error" not in r}
     gaps = {label: float(np.abs(np.array(r["losses"]) - reference).max() / reference[0]) for label, r in good.items()}
     ctx.artifact("comparison.md").write_text(comparison_table(results, gaps))
