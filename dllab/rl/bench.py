@@ -53,7 +53,7 @@ def _worker(request: dict) -> dict:
     from dataclasses import replace
 
     config = replace(table[env_id], total_steps=steps, eval_interval=interval)
-    curve, solve = [], None
+    curve, solve, timings = [], None, None
     start = time.perf_counter()
     with threadpool_limits(request["threads"]):
         if impl == "sb3":
@@ -66,6 +66,7 @@ def _worker(request: dict) -> dict:
             batched = train_batched(config, seeds, threshold=threshold)
             wall = time.perf_counter() - start - batched.timings["evaluation"]
             results = [(s, r.eval_returns, wall, r.curve) for s, r in zip(seeds, batched.results)]
+            timings = batched.timings
         else:
             from dllab.rl.dqn_torch import train
 
@@ -74,13 +75,14 @@ def _worker(request: dict) -> dict:
             setup = wall - result.wall_s  # building the net and env: counted in the curve's times too
             curve = [(step, value, seconds + setup) for step, value, seconds in result.curve]
             results = [(seed, result.eval_returns, wall, curve)]
+            timings = result.timings
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     runs = []
     for run_seed, final, wall, run_curve in results:
         solve = next((point[2] for point in run_curve if point[1] >= threshold), None)
         runs.append({"impl": impl, "seed": run_seed, "eval_return_mean": float(np.mean(final)),
                      "wall_s": wall, "time_to_solve_s": solve, "steps_per_s": steps / wall,
-                     "peak_rss_mb": peak_mb, "threshold": threshold, "curve": [list(point) for point in run_curve]})
+                     "peak_rss_mb": peak_mb, "threshold": threshold, "timings": timings, "curve": [list(point) for point in run_curve]})
     return {"runs": runs}
 
 

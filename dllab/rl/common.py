@@ -71,9 +71,10 @@ ZOO_CONFIGS = {
                                 exploration_fraction=0.2, exploration_final_eps=0.07),
 }
 
-# dllab's own CartPole configuration, tuned for wall time to solve: the zoo's schedule with a
-# 64-64 network (a 256-256 one costs ~10x more per gradient step and solves no sooner).
-DEFAULT_CONFIGS = {"CartPole-v1": replace(ZOO_CONFIGS["CartPole-v1"], hidden=(64, 64))}
+# dllab's own CartPole configuration, for wall time to solve: the zoo's schedule with a 128-128
+# network, ~3x cheaper per gradient step than 256-256 and about as sample-efficient (a 64-64 one
+# is cheaper still but often never reaches 475, or falls back after it).
+DEFAULT_CONFIGS = {"CartPole-v1": replace(ZOO_CONFIGS["CartPole-v1"], hidden=(128, 128))}
 
 
 def train_config(env_id: str, config: str, **fields) -> DQNConfig:
