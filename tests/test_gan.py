@@ -191,6 +191,11 @@ def test_torch_same_seed_same_png_and_resume_matches(tmp_path, monkeypatch):
     second = run_scenario(spec, seed=3, framework="torch", quick=True, overrides=settings, out_dir=tmp_path / "b")
     assert first.status == "ok" and first.metrics == second.metrics
     assert (tmp_path / "a/samples.png").read_bytes() == (tmp_path / "b/samples.png").read_bytes()
+    from dllab.tensorboard_log import read_scalars
+
+    curves = read_scalars(tmp_path / "a/tensorboard")
+    assert [step for step, _ in curves["charts/fid_validation"]] == [0, 1, 2, 3, 4]
+    assert len(curves["losses/generator"]) == 4
 
     original = evaluation.Evaluator.epoch_end
 

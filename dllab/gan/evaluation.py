@@ -25,7 +25,7 @@ Generate = Callable[[np.ndarray], np.ndarray]  # noise (N, latent) float32 -> im
 class Evaluator:
     """Per-epoch validation FID, best-generator bookkeeping, final test metrics and artifacts."""
 
-    def __init__(self, ctx, digits, latent_dim: int, grid_samples: int = 100):
+    def __init__(self, ctx, digits, latent_dim: int, grid_samples: int = 100, image_every: int = 10):
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         self.ctx = ctx
@@ -38,6 +38,7 @@ class Evaluator:
         }
         self.history: dict[str, list[float]] = {"epoch": [], "d_loss": [], "g_loss": [], "fid_validation": []}
         self.best_fid, self.best_epoch, self.fid_start = math.inf, -1, math.nan
+        self.image_every = image_every
 
     def start(self, generate: Generate) -> None:
         """Score the untrained generator: the starting point of the curves."""
@@ -54,6 +55,8 @@ class Evaluator:
         if epoch > 0:
             self.ctx.log_scalar("losses/discriminator", d_loss, epoch)
             self.ctx.log_scalar("losses/generator", g_loss, epoch)
+        if epoch % self.image_every == 0:  # the same noise every time: watch the digits form
+            self.ctx.log_image("samples/fixed_noise", sample_grid(to_unit(generate(self.noise["grid"]))), epoch)
         improved = fid < self.best_fid
         if improved:
             self.best_fid, self.best_epoch = fid, epoch
