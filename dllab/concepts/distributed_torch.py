@@ -75,13 +75,16 @@ def train(model, inputs, targets, *, steps: int, learning_rate: float) -> dict[s
 
 
 def worker(out_dir: Path, *, seed: int, batch: int, features: int, hidden: int, steps: int,
-           learning_rate: float) -> None:
-    """One DDP process, configured by torchrun's environment variables."""
+           learning_rate: float, timeout_s: float = 300.0) -> None:
+    """One DDP process, configured by torchrun's environment variables. A rank whose peers never
+    arrive gives up after `timeout_s` instead of gloo's default of 30 minutes."""
+    from datetime import timedelta
+
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(int(os.environ.get("DLLAB_THREADS", "1")))
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
     rank, world = dist.get_rank(), dist.get_world_size()
     if batch % world:
         raise ValueError(f"the batch of {batch} does not split evenly over {world} processes")
@@ -109,11 +112,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _exit_when_gone(launcher_pid: int) -> None:
+    """Leave as soon as the launching process is gone (killed mid-launch, say): no orphan ranks."""
+    while True:
+        try:
+            os.kill(launcher_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        time.sleep(0.25)
+
+
 def _start_rank(rank: int, world_size: int, port: int, threads: int, folder: Path, log: Path,
-                worker_args: dict) -> None:
-    """A started process: stderr to a log file, torchrun's variables, then the worker."""
+                launcher_pid: int, worker_args: dict) -> None:
+    """A started process: stderr to a log file, a watch on the launcher, torchrun's variables,
+    then the worker."""
+    import threading
+
     with open(log, "w") as handle:
         os.dup2(handle.fileno(), 2)
+    threading.Thread(target=_exit_when_gone, args=(launcher_pid,), daemon=True).start()
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       DLLAB_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
@@ -139,7 +156,8 @@ def launch(out_dir: Path, *, world_size: int, threads: int, timeout: float, work
         try:
             for rank in range(world_size):
                 processes.append(context.Process(target=_start_rank, args=(
-                    rank, world_size, port, threads, folder, out_dir / f"attempt{attempt}-rank{rank}.log", worker_args)))
+                    rank, world_size, port, threads, folder, out_dir / f"attempt{attempt}-rank{rank}.log",
+                    os.getpid(), {**worker_args, "timeout_s": timeout})))
                 processes[-1].start()
             deadline = time.monotonic() + timeout
             for process in processes:
@@ -209,9 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=0.1)
+    parser.add_argument("--timeout-s", type=float, default=300.0, help="give up if peers do not arrive")
     args = parser.parse_args(argv)
     worker(args.out, seed=args.seed, batch=args.batch, features=args.features, hidden=args.hidden,
-           steps=args.steps, learning_rate=args.learning_rate)
+           steps=args.steps, learning_rate=args.learning_rate, timeout_s=args.timeout_s)
 
 
 if __name__ == "__main__":
