@@ -10,9 +10,10 @@ process applies the same update. Measured here with 2 processes on the gloo back
   several optimizer steps (float64, tight tolerance);
 - each rank holds all the parameters and sees 1/world of the samples.
 
-The worker is this module run as a program, configured by the environment variables that
-`torchrun` sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). The scenario starts the
-processes itself on free localhost ports; on several machines the same worker runs as
+The worker (`worker`) is configured by the environment variables that `torchrun` sets (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). The scenario starts the processes itself
+(`launch`: a multiprocessing fork server, a free localhost port, those variables); on several
+machines the same worker runs as this module run as a program:
 
     torchrun --nnodes 2 --nproc-per-node 1 --node-rank <0 or 1> --master-addr <host of rank 0> \\
         --master-port 29500 -m dllab.concepts.distributed_torch --out results/
