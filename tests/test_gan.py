@@ -178,17 +178,19 @@ def _spec(scenario_id):
     return registry.load_all()[scenario_id]
 
 
-def test_torch_same_seed_same_png_and_resume_matches(tmp_path, monkeypatch):
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_same_seed_same_png_and_resume_matches(framework, tmp_path, monkeypatch):
     """Two runs with one seed give the same metrics and PNG bytes; a run interrupted after its
-    epoch-2 checkpoint and resumed ends exactly where the uninterrupted run does."""
-    pytest.importorskip("torch")
+    epoch-2 checkpoint and resumed ends exactly where the uninterrupted run does (Keras: on the
+    backend KERAS_BACKEND names)."""
+    pytest.importorskip(framework)
     from dllab.gan import evaluation
     from dllab.runner import run_scenario
 
     spec = _spec("gan/gan")
     settings = ["epochs=4", "checkpoint_every=2"]
-    first = run_scenario(spec, seed=3, framework="torch", quick=True, overrides=settings, out_dir=tmp_path / "a")
-    second = run_scenario(spec, seed=3, framework="torch", quick=True, overrides=settings, out_dir=tmp_path / "b")
+    first = run_scenario(spec, seed=3, framework=framework, quick=True, overrides=settings, out_dir=tmp_path / "a")
+    second = run_scenario(spec, seed=3, framework=framework, quick=True, overrides=settings, out_dir=tmp_path / "b")
     assert first.status == "ok" and first.metrics == second.metrics
     assert (tmp_path / "a/samples.png").read_bytes() == (tmp_path / "b/samples.png").read_bytes()
     from dllab.tensorboard_log import read_scalars
@@ -205,22 +207,11 @@ def test_torch_same_seed_same_png_and_resume_matches(tmp_path, monkeypatch):
         return original(self, epoch, *args)
 
     monkeypatch.setattr(evaluation.Evaluator, "epoch_end", interrupt_at_epoch_3)
-    stopped = run_scenario(spec, seed=3, framework="torch", quick=True, overrides=settings, out_dir=tmp_path / "c")
+    stopped = run_scenario(spec, seed=3, framework=framework, quick=True, overrides=settings, out_dir=tmp_path / "c")
     assert stopped.status == "interrupted"
     monkeypatch.setattr(evaluation.Evaluator, "epoch_end", original)
-    resumed = run_scenario(spec, seed=3, framework="torch", quick=True, overrides=settings,
+    resumed = run_scenario(spec, seed=3, framework=framework, quick=True, overrides=settings,
                            out_dir=tmp_path / "c", resume_from=tmp_path / "c")
     assert resumed.metrics == first.metrics
     assert (tmp_path / "c/samples.png").read_bytes() == (tmp_path / "a/samples.png").read_bytes()
 
-
-def test_keras_same_seed_same_png(tmp_path):
-    """The Keras trainer (on whichever backend KERAS_BACKEND names) is reproducible too."""
-    pytest.importorskip("keras")
-    from dllab.runner import run_scenario
-
-    spec = _spec("gan/dcgan")
-    runs = [run_scenario(spec, seed=2, framework="keras", quick=True, overrides=["epochs=2"],
-                         out_dir=tmp_path / name) for name in ("a", "b")]
-    assert runs[0].status == "ok" and runs[0].metrics == runs[1].metrics
-    assert (tmp_path / "a/samples.png").read_bytes() == (tmp_path / "b/samples.png").read_bytes()

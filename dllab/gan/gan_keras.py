@@ -162,11 +162,56 @@ class KeepBestGenerator(keras.callbacks.Callback):
             self.best_weights = self.generator.get_weights()
 
 
+def _numbered(prefix: str, arrays) -> dict[str, np.ndarray]:
+    return {f"{prefix}/{index}": ops.convert_to_numpy(array) for index, array in enumerate(arrays)}
+
+
+def _unnumbered(prefix: str, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    count = sum(key.startswith(prefix + "/") for key in arrays)
+    return [arrays[f"{prefix}/{index}"] for index in range(count)]
+
+
+def save_checkpoint(ctx, epoch: int, gan: GAN, keep_best: KeepBestGenerator) -> None:
+    """Weights (BatchNorm statistics included), both optimizers' slots, the noise generator's
+    state, the kept generator and the evaluation history: all a resumed run needs."""
+    from dllab import checkpoint
+
+    rng_arrays, rng_meta = checkpoint.rng_state()
+    ctx.save_checkpoint(
+        {**_numbered("generator", gan.generator.get_weights()),
+         **_numbered("discriminator", gan.discriminator.get_weights()),
+         **_numbered("best_generator", keep_best.best_weights),
+         **_numbered("g_optimizer", gan.g_optimizer.variables),
+         **_numbered("d_optimizer", gan.d_optimizer.variables),
+         "noise_seed": ops.convert_to_numpy(gan.noise_seed.state), **rng_arrays},
+        {**rng_meta, "epoch": epoch, "evaluator": keep_best.evaluator.state()})
+
+
+def load_checkpoint(saved, gan: GAN, keep_best: KeepBestGenerator) -> int:
+    """Restore what `save_checkpoint` wrote; returns the epoch to continue from."""
+    from dllab import checkpoint
+
+    arrays, meta = saved
+    gan.generator.set_weights(_unnumbered("generator", arrays))
+    gan.discriminator.set_weights(_unnumbered("discriminator", arrays))
+    keep_best.best_weights = _unnumbered("best_generator", arrays)
+    for optimizer, model, prefix in ((gan.g_optimizer, gan.generator, "g_optimizer"),
+                                     (gan.d_optimizer, gan.discriminator, "d_optimizer")):
+        optimizer.build(model.trainable_weights)
+        for variable, value in zip(optimizer.variables, _unnumbered(prefix, arrays)):
+            variable.assign(value)
+    gan.noise_seed.state.assign(arrays["noise_seed"])
+    keep_best.evaluator.load_state(meta["evaluator"])
+    checkpoint.set_rng_state(arrays, meta)
+    return meta["epoch"] + 1
+
+
 def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int,
         learning_rate: float, beta_1: float, real_label: float, checkpoint_every: int) -> dict[str, float]:
-    """Scenario entry: `fit()` on the training split, keep the generator with the best
-    validation FID, report its test FID beside the real-vs-real floor. (Checkpoints are
-    written by the torch trainer only; `checkpoint_every` is accepted for the same signature.)"""
+    """Scenario entry: `fit()` on the training split, one epoch per call so that the batches
+    come in the same seeded order as in the torch trainer (and a resumed run can continue
+    exactly); keep the generator with the best validation FID, report its test FID beside the
+    real-vs-real floor. Every `checkpoint_every` epochs (0: never) a checkpoint is saved."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     digits = load_digits(ctx.seed)
@@ -177,9 +222,20 @@ def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int
                 g_optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1, epsilon=1e-8),
                 jit_compile=False)
     evaluator = Evaluator(ctx, digits, latent_dim)
-    evaluator.start(sampler(generator))
     keep_best = KeepBestGenerator(evaluator, generator)
-    gan.fit(train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[keep_best])
+    saved = ctx.load_checkpoint()
+    if saved is None:
+        evaluator.start(sampler(generator))
+    first_epoch = 1 if saved is None else load_checkpoint(saved, gan, keep_best)
+
+    for epoch in ctx.progress(range(first_epoch, epochs + 1), total=epochs - first_epoch + 1,
+                              desc=f"{architecture} GAN (keras)"):
+        order = np.random.default_rng([ctx.seed, 1, epoch]).permutation(len(train))
+        gan.fit(train[order], batch_size=batch_size, initial_epoch=epoch - 1, epochs=epoch, shuffle=False,
+                verbose=0, callbacks=[keep_best])
+        if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs):
+            save_checkpoint(ctx, epoch, gan, keep_best)
+
     generator.set_weights(keep_best.best_weights)
     return evaluator.finish(sampler(generator),
                             f"{architecture} GAN, keras ({keras.backend.backend()}): kept epoch {evaluator.best_epoch}")
