@@ -1,7 +1,8 @@
 """GANs for the 8x8 digits in Keras 3: the same MLP GAN and DCGAN as `gan_torch.py`.
 
 A `GAN` is a `keras.Model` with its own `compile(d_optimizer, g_optimizer)` and `train_step`, so
-it trains through `fit()` with callbacks, as in the keras-io DCGAN example. Keras has no
+it trains through `fit()` with callbacks, as in the keras-io DCGAN example (here one `fit()` per
+epoch, fed the batches in the same seeded order as the torch trainer). Keras has no
 backend-neutral "compute gradients" call, so `gradient_step` is written once per backend: a
 `tf.GradientTape` on TensorFlow, `loss.backward()` on torch. Everything else is `keras.ops`.
 
