@@ -83,6 +83,8 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
         for tag in accumulator.Tags().get("tensors", []):  # tf.summary writes scalars as tensors
             from tensorboard.util import tensor_util
 
+            if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
+                continue  # text, histograms, model configs: not curves
             curves.setdefault(tag, []).extend(
                 (e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)
             )
