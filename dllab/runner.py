@@ -28,7 +28,7 @@ import numpy as np
 
 from dllab import __version__
 from dllab.devices import default_device, keras_backend, missing_reason, resolve_device
-from dllab.errors import SkipScenario, UsageError
+from dllab.errors import DllabError, SkipScenario, UsageError
 from dllab.registry import ScenarioSpec
 from dllab.seeding import backend_of, seed_everything
 
@@ -320,7 +320,8 @@ def run_scenario(
     resume_from: Path | str | None = None,
 ) -> RunResult:
     """Run one scenario and write its result.json. Bad input raises UsageError before any file
-    is written; a scenario that cannot run here raises SkipScenario and leaves nothing behind."""
+    is written (or, found by the scenario itself, with its run folder removed); a scenario that
+    cannot run here raises SkipScenario and leaves nothing behind."""
     framework = choose_framework(spec, framework)
     device = resolve_device(framework, device or default_device(), spec.devices)
     params = apply_overrides(spec, spec.resolved_params(quick), overrides)
@@ -339,7 +340,7 @@ def run_scenario(
             function = load_entry(spec.entry[framework])
             seed_everything(seed, framework, threads)
             metrics = _numbers(function(ctx, **params))
-    except SkipScenario:
+    except (SkipScenario, DllabError):  # cannot run here, or bad input found by the scenario itself
         ctx.close()
         if created:
             shutil.rmtree(out, ignore_errors=True)
