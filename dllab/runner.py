@@ -249,6 +249,19 @@ def new_run_dir(spec: ScenarioSpec, framework: str, device: str, seed: int) -> P
     raise UsageError(f"could not create a fresh run folder under {base.parent}")
 
 
+def _remove_run_dir(folder: Path) -> None:
+    """Remove a run folder the runner made, and the scenario folders above it if left empty."""
+    shutil.rmtree(folder, ignore_errors=True)
+    root = runs_root().resolve()
+    for parent in folder.resolve().parents:
+        if parent == root or root not in parent.parents:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -343,7 +356,7 @@ def run_scenario(
     except (SkipScenario, DllabError):  # cannot run here, or bad input found by the scenario itself
         ctx.close()
         if created:
-            shutil.rmtree(out, ignore_errors=True)
+            _remove_run_dir(out)
         raise
     except KeyboardInterrupt:
         status, metrics = "interrupted", dict(ctx.partial_metrics)
