@@ -254,7 +254,7 @@ def _remove_run_dir(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     root = runs_root().resolve()
     for parent in folder.resolve().parents:
-        if parent == root or root not in parent.parents:
+        if parent != root and root not in parent.parents:
             break
         try:
             parent.rmdir()
