@@ -157,3 +157,16 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     assert resumed.losses == whole.losses
     assert [p[:2] for p in resumed.curve] == [p[:2] for p in whole.curve]
     np.testing.assert_array_equal(resumed.eval_returns, whole.eval_returns)
+
+
+def test_dqn_object_learns_and_predicts_greedy_actions():
+    from dllab.rl.dqn_torch import DQN
+
+    agent = DQN(replace(DEFAULT_CONFIGS["CartPole-v1"], total_steps=600, learning_starts=300, train_freq=100,
+                        gradient_steps=4, hidden=(8,), eval_episodes=2))
+    with pytest.raises(ValueError, match="learn"):
+        agent.predict(np.zeros(4))
+    agent.learn(seed=0)
+    observations = np.random.default_rng(0).standard_normal((6, 4))
+    q = agent.learner.online.forward(torch.from_numpy(observations.astype(np.float32)))
+    np.testing.assert_array_equal(agent.predict(observations), q.argmax(1).numpy())

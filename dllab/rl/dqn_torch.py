@@ -1,8 +1,10 @@
 """Deep Q-learning (DQN) in PyTorch: replay buffer, target network, epsilon-greedy exploration,
 Huber loss, gradient-norm clipping, optional double DQN (seed question 20, the deep version).
 
-    from dllab.rl.dqn_torch import DQNConfig, train
-    result = train(DQNConfig(env_id="CartPole-v1"), seed=0)    # result.eval_returns, .curve, .timings
+    from dllab.rl.dqn_torch import DQN, DQNConfig
+    agent = DQN(DQNConfig(env_id="CartPole-v1"))     # rl-baselines3-zoo's CartPole hyperparameters
+    result = agent.learn(seed=0)                      # result.eval_returns, .curve, .timings
+    actions = agent.predict(observations)             # greedy actions
 
 The loop (acting, buffer, schedules, evaluation) is `dllab.rl.common.train_loop`; this file is the
 learner. Speed comes from three choices, all exact:
@@ -21,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dllab.rl.common import DQNConfig, TrainResult, env_sizes, train_loop, uniform_init
+from dllab.rl.common import DQNConfig, TrainResult, env_sizes, mlp_forward, train_loop, uniform_init
 
-__all__ = ["DQNConfig", "QNetwork", "TorchLearner", "train", "run"]
+__all__ = ["DQN", "DQNConfig", "QNetwork", "TorchLearner", "train", "run"]
 
 
 class QNetwork:
@@ -181,6 +183,23 @@ class TorchLearner:
         self.optimizer.v.copy_(torch.from_numpy(arrays["adam_v"]))
         self.optimizer.step_count.fill_(float(arrays["adam_steps"]))
         self._target_stale = bool(arrays["target_stale"])
+
+
+class DQN:
+    """The reference implementation as one object: `DQN(DQNConfig(...)).learn(seed=0)` trains and
+    returns a TrainResult; `predict(observations)` then gives the greedy actions."""
+
+    def __init__(self, config: DQNConfig | None = None):
+        self.config, self.learner = config or DQNConfig(), None
+
+    def learn(self, seed: int = 0, **loop_options) -> TrainResult:
+        self.learner = TorchLearner(self.config, *env_sizes(self.config.env_id), seed)
+        return train_loop(self.config, self.learner, seed, **loop_options)
+
+    def predict(self, observations) -> np.ndarray:
+        if self.learner is None:
+            raise ValueError("DQN.predict: call learn() first")
+        return mlp_forward(self.learner.acting_weights(), np.asarray(observations, dtype=np.float32)).argmax(-1)
 
 
 def train(config: DQNConfig, seed: int = 0, **loop_options) -> TrainResult:
