@@ -1,8 +1,9 @@
 """The evaluation protocol shared by the torch and Keras GANs, so both are judged alike.
 
-- Fixed noise, drawn once from the run's seed in numpy: one batch the size of the validation
-  split (to choose the generator), one the size of the test split (to report it), and one for
-  the sample grid. The same seed gives the same noise in both frameworks.
+- Fixed noise, drawn once from the run's seed in numpy: one batch four times the size of the
+  validation split (to choose the generator: more samples, a less noisy choice), one the size of
+  the test split (to report it, like with like), and one for the sample grid. The same seed
+  gives the same noise in both frameworks.
 - After every epoch the generator's FID against the *validation* split is measured; the
   generator with the lowest one is kept, so a late collapse does not spoil the result.
 - At the end the kept generator is scored once against the *test* split: the reported FID is
@@ -25,17 +26,17 @@ Generate = Callable[[np.ndarray], np.ndarray]  # noise (N, latent) float32 -> im
 class Evaluator:
     """Per-epoch validation FID, best-generator bookkeeping, final test metrics and artifacts."""
 
-    def __init__(self, ctx, digits, latent_dim: int, grid_samples: int = 100, image_every: int = 10):
+    def __init__(self, ctx, digits, latent_dim: int, grid_samples: int = 100, image_every: int = 10,
+                 selection_factor: int = 4):
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         self.ctx = ctx
         self.judge = GanJudge(digits, ctx.seed)
         rng = ctx.rng(stream=7)
-        self.noise = {
-            "validation": rng.standard_normal((self.judge.size("validation"), latent_dim)).astype(np.float32),
-            "test": rng.standard_normal((self.judge.size("test"), latent_dim)).astype(np.float32),
-            "grid": rng.standard_normal((grid_samples, latent_dim)).astype(np.float32),
-        }
+        sizes = {"validation": selection_factor * self.judge.size("validation"),
+                 "test": self.judge.size("test"), "grid": grid_samples}
+        self.noise = {name: rng.standard_normal((size, latent_dim)).astype(np.float32)
+                      for name, size in sizes.items()}
         self.history: dict[str, list[float]] = {"epoch": [], "d_loss": [], "g_loss": [], "fid_validation": []}
         self.best_fid, self.best_epoch, self.fid_start = math.inf, -1, math.nan
         self.image_every = image_every
