@@ -120,3 +120,68 @@ def test_every_training_run_leaves_curves_and_tensorboard_scalars(tmp_path):
     pngs = sorted(p.name for p in (tmp_path / "rnn").glob("*.png"))
     assert result.status == "ok" and pngs == ["gru.png", "lstm.png", "rnn.png"]
     assert list((tmp_path / "rnn" / "tensorboard").iterdir())
+
+
+# --- supervised/transfer: the pieces of the fair comparison ---------------------------------------
+
+def test_transfer_target_is_digits_5_to_9_relabelled_and_few_shots_draw_each_class_once():
+    from dllab.supervised.transfer_common import few_shots, source_and_target
+
+    source, target = source_and_target(0)
+    assert set(source.train.labels) == set(target.test.labels) == set(range(5))
+    assert len(source.train) + len(target.train) == 1167  # every training image, in exactly one task
+    samples = few_shots(target.train, 3, np.random.default_rng(1))
+    assert np.bincount(samples.labels).tolist() == [3] * 5
+    assert len({image.tobytes() for image in samples.images}) == 15  # without replacement
+    with pytest.raises(ValueError, match="shots"):
+        few_shots(target.train, 0, np.random.default_rng(1))
+
+
+def test_transfer_learning_rate_is_chosen_on_validation_and_test_only_reports(tmp_path):
+    """A fake trainer whose validation prefers 0.1 and whose test would prefer 0.2: the protocol
+    must report the 0.1 runs, and the advantages must be per draw against scratch."""
+    from dllab.supervised.transfer_common import ARMS, compare, source_and_target
+
+    _, target = source_and_target(0)
+    scores = {0.1: (0.9, 0.5), 0.2: (0.4, 0.8)}  # learning rate -> (validation, test)
+
+    def train_arms(samples, learning_rate, init_seed):
+        validation, test = scores[learning_rate]
+        return {arm: (validation, test - 0.1 * (arm == "frozen")) for arm in ARMS}
+
+    def features(images):
+        return {"conv": images.reshape(len(images), -1), "features": images.reshape(len(images), -1)[:, :8]}
+
+    spec = registry.get("supervised/transfer")
+    ctx = RunContext(spec=spec, seed=0, framework="torch", device="cpu", profile="quick", out_dir=tmp_path,
+                     threads=1, params={}, show_progress=False)
+    metrics = compare(ctx, target, train_arms, features, shots=[1, 2], learning_rates=[0.2, 0.1], draws=2)
+    ctx.close()
+    assert metrics["scratch_learning_rate_2shot"] == 0.1 and metrics["scratch_accuracy_2shot"] == 0.5
+    assert metrics["frozen_advantage_max"] == pytest.approx(-0.1) and metrics["warm_start_advantage_mean"] == 0
+    assert (tmp_path / "accuracy_vs_shots.png").is_file()
+
+
+def test_keras_reset_optimizer_trains_exactly_like_a_fresh_compile():
+    """transfer_keras reuses one compiled model per arm: after resetting the weights and Adam's
+    variables it must train exactly as a newly compiled model does."""
+    pytest.importorskip("keras")
+    import keras
+
+    from dllab.data.digits import Split
+    from dllab.supervised.cnn_keras import build_cnn, compile_classifier
+    from dllab.supervised.transfer_keras import train_steps
+
+    rng = np.random.default_rng(0)
+    first, second = (Split(rng.random((10, 8, 8), dtype=np.float32), np.arange(10) % 5) for _ in range(2))
+    keras.utils.set_random_seed(0)
+    start = build_cnn(classes=5).get_weights()
+    reused = compile_classifier(build_cnn(classes=5), 1e-3)
+    train_steps(reused, first, 5, 0.05)  # moves the weights and Adam's moments
+    reused.set_weights(start)
+    train_steps(reused, second, 5, 0.01)
+    fresh = compile_classifier(build_cnn(classes=5), 1e-3)
+    fresh.set_weights(start)
+    train_steps(fresh, second, 5, 0.01)
+    for a, b in zip(reused.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,146 @@
+"""The transfer-learning comparison shared by `transfer_torch` and `transfer_keras`, free of any
+framework: the data (source digits 0-4, target digits 5-9), the few-shot draws, the fair protocol,
+the linear probes and the accuracy-against-shots figure.
+
+The protocol compares, on the very same few labelled target images, four ways to train the CNN:
+
+- `scratch`: every weight from a fresh random initialisation;
+- `frozen`: the base pretrained on 0-4 (up to the 128-unit "features" layer), frozen, with a new
+  5-way head, the only part that trains;
+- `fine_tuned`: the two-stage recipe of keras-io's transfer-learning guide: the head first on the
+  frozen base (half the steps), then the whole network unfrozen at a tenth of the learning rate;
+- `warm_start`: every weight trains from the start, the base initialised with the pretrained one.
+
+Every arm gets the same optimizer (full-batch Adam) and the same number of steps; each arm's
+learning rate is chosen from the same candidates by its accuracy on the validation images of 5-9,
+and only the test images of 5-9 (never seen in training or selection) give the reported figures.
+Linear probes (standardised logistic regression on the few images) compare representations
+directly: raw pixels, the frozen convolutional features, the frozen 128-unit features.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from dllab.data.digits import Digits, Split, load_digits
+
+ARMS = ("scratch", "frozen", "fine_tuned", "warm_start")
+PROBES = ("pixels", "conv", "features")
+SOURCE, TARGET = range(0, 5), range(5, 10)
+CHANCE = 1 / len(TARGET)
+
+
+def split_classes(split: Split, classes: range) -> Split:
+    """The images of the given classes, relabelled 0..len(classes)-1."""
+    keep = np.isin(split.labels, list(classes))
+    return Split(split.images[keep], split.labels[keep] - classes.start)
+
+
+def source_and_target(seed: int) -> tuple[Digits, Digits]:
+    """The shared digits split cut in two tasks: 0-4 (source) and 5-9 (target), same images everywhere."""
+    digits = load_digits(seed)
+    parts = (digits.train, digits.validation, digits.test)
+    return Digits(*(split_classes(s, SOURCE) for s in parts)), Digits(*(split_classes(s, TARGET) for s in parts))
+
+
+def few_shots(split: Split, shots: int, rng: np.random.Generator) -> Split:
+    """`shots` images per class, drawn without replacement."""
+    if shots < 1:
+        raise ValueError(f"shots must be at least 1 image per class, got {shots}")
+    chosen = np.concatenate([rng.choice(np.flatnonzero(split.labels == c), shots, replace=False)
+                             for c in np.unique(split.labels)])
+    return Split(split.images[chosen], split.labels[chosen])
+
+
+def check_protocol(shots: list[int], learning_rates: list[float], steps: int, draws: int) -> None:
+    if not shots or min(shots) < 1:
+        raise ValueError(f"shots must list positive numbers of images per class, got {shots}")
+    if not learning_rates or min(learning_rates) <= 0:
+        raise ValueError(f"learning_rates must list positive learning rates, got {learning_rates}")
+    if steps < 2 or draws < 1:
+        raise ValueError(f"steps ({steps}) must be at least 2 (two stages) and draws ({draws}) at least 1")
+
+
+def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    """Test accuracy of a standardised logistic regression fitted on (train_x, train_y)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+    probe.fit(train_x.reshape(len(train_x), -1), train_y)
+    return float(probe.score(test_x.reshape(len(test_x), -1), test_y))
+
+
+# train_arms(samples, learning_rate, init_seed) -> {arm: (validation_accuracy, test_accuracy)}
+TrainArms = Callable[[Split, float, int], dict[str, tuple[float, float]]]
+# features(images) -> {"conv": (N, ...), "features": (N, 128)} from the frozen pretrained base
+Features = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def compare(ctx, target: Digits, train_arms: TrainArms, features: Features, *, shots: list[int],
+            learning_rates: list[float], draws: int) -> dict[str, float]:
+    """Run every arm on `draws` draws of each number of shots; learning rates chosen on validation."""
+    test_features = {"pixels": target.test.images, **features(target.test.images)}
+    metrics: dict[str, float] = {}
+    advantages: dict[str, list[float]] = {arm: [] for arm in ARMS[1:]}
+    for count in shots:
+        runs = {arm: {lr: [] for lr in learning_rates} for arm in ARMS}
+        probes = {name: [] for name in PROBES}
+        for draw in ctx.progress(range(draws), total=draws, desc=f"{count} shots"):
+            samples = few_shots(target.train, count, ctx.rng(1000 * count + draw))
+            for lr in learning_rates:
+                for arm, result in train_arms(samples, lr, ctx.seed * 1000 + draw).items():
+                    runs[arm][lr].append(result)
+            sample_features = {"pixels": samples.images, **features(samples.images)}
+            for name in PROBES:
+                probes[name].append(probe_accuracy(sample_features[name], samples.labels,
+                                                   test_features[name], target.test.labels))
+        tests = {}
+        for arm in ARMS:  # the learning rate with the best mean validation accuracy (first on ties)
+            chosen = max(learning_rates, key=lambda lr: np.mean([v for v, _ in runs[arm][lr]]))
+            tests[arm] = [t for _, t in runs[arm][chosen]]
+            metrics[f"{arm}_accuracy_{count}shot"] = float(np.mean(tests[arm]))
+            metrics[f"{arm}_learning_rate_{count}shot"] = chosen
+            ctx.log_scalar(f"charts/{arm}_accuracy", metrics[f"{arm}_accuracy_{count}shot"], count)
+        for arm in advantages:
+            advantages[arm] += [t - s for t, s in zip(tests[arm], tests["scratch"])]
+        for name in PROBES:
+            metrics[f"probe_{name}_accuracy_{count}shot"] = float(np.mean(probes[name]))
+        ctx.record(**metrics)
+    for arm, values in advantages.items():
+        metrics.update({f"{arm}_advantage_min": min(values), f"{arm}_advantage_mean": float(np.mean(values)),
+                        f"{arm}_advantage_max": max(values)})
+    for arm in ARMS:
+        metrics[f"{arm}_over_chance"] = float(np.mean([metrics[f"{arm}_accuracy_{c}shot"] for c in shots])) - CHANCE
+    metrics["probe_feature_collapse"] = float(np.mean(
+        [metrics[f"probe_pixels_accuracy_{c}shot"] - metrics[f"probe_features_accuracy_{c}shot"] for c in shots]))
+    plot_shots(ctx, metrics, shots)
+    return metrics
+
+
+def plot_shots(ctx, metrics: dict[str, float], shots: list[int]):
+    """accuracy_vs_shots.png: test accuracy on 5-9 against labelled images per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for arm in ARMS:
+        axes.plot(shots, [metrics[f"{arm}_accuracy_{c}shot"] for c in shots], marker="o", label=arm)
+    for name in PROBES:
+        axes.plot(shots, [metrics[f"probe_{name}_accuracy_{c}shot"] for c in shots], linestyle="--",
+                  marker=".", alpha=0.7, label=f"logistic probe on {name}")
+    axes.axhline(CHANCE, color="grey", linewidth=0.8, label="chance")
+    axes.set_xscale("log")
+    axes.set_xticks(shots, [str(c) for c in shots])
+    axes.set_xlabel("labelled images per class of 5-9")
+    axes.set_ylabel("test accuracy on 5-9")
+    axes.set_title(f"{ctx.framework}: pretrained on 0-4 vs from scratch")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    return ctx.save_figure(figure, "accuracy_vs_shots.png")
