@@ -215,6 +215,11 @@ def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int
     real-vs-real floor. Every `checkpoint_every` epochs (0: never) a checkpoint is saved."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if keras.backend.backend() not in ("tensorflow", "torch"):
+        from dllab.errors import SkipScenario
+
+        raise SkipScenario(f"the Keras GAN's gradient step is written for the tensorflow and torch backends, "
+                           f"not {keras.backend.backend()!r}")
     digits = load_digits(ctx.seed)
     train = digits.train.images[..., None] * 2.0 - 1.0  # [0, 1] -> [-1, 1], channels last
     generator, discriminator = build_generator(architecture, latent_dim), build_discriminator(architecture)
