@@ -28,6 +28,7 @@ from dllab.data.digits import Digits, Split, load_digits
 
 ARMS = ("scratch", "frozen", "fine_tuned", "warm_start")
 PROBES = ("pixels", "conv", "features")
+PROBE_LABELS = {"pixels": "raw pixels", "conv": "frozen conv features", "features": "frozen 128-unit features"}
 SOURCE, TARGET = range(0, 5), range(5, 10)
 CHANCE = 1 / len(TARGET)
 
@@ -133,13 +134,14 @@ def plot_shots(ctx, metrics: dict[str, float], shots: list[int]):
         axes.plot(shots, [metrics[f"{arm}_accuracy_{c}shot"] for c in shots], marker="o", label=arm)
     for name in PROBES:
         axes.plot(shots, [metrics[f"probe_{name}_accuracy_{c}shot"] for c in shots], linestyle="--",
-                  marker=".", alpha=0.7, label=f"logistic probe on {name}")
+                  marker=".", alpha=0.7, label=f"logistic probe on {PROBE_LABELS[name]}")
     axes.axhline(CHANCE, color="grey", linewidth=0.8, label="chance")
     axes.set_xscale("log")
     axes.set_xticks(shots, [str(c) for c in shots])
     axes.set_xlabel("labelled images per class of 5-9")
     axes.set_ylabel("test accuracy on 5-9")
-    axes.set_title(f"{ctx.framework}: pretrained on 0-4 vs from scratch")
+    library = ctx.framework if ctx.backend == ctx.framework else f"{ctx.framework} ({ctx.backend})"
+    axes.set_title(f"{library}: pretrained on 0-4 vs from scratch, same few images")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     figure.tight_layout()

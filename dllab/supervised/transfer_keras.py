@@ -10,8 +10,9 @@
 3. Report test accuracy on 5-9 against shots for each arm, its advantage over `scratch` per draw,
    and linear probes on pixels and on the frozen features (the same figures as `transfer_torch`).
 
-Each arm's model is compiled once and reset between trainings (weights and Adam's variables), so
-that Keras traces its training step once per arm, not once per training.
+Two compiled models (the frozen base with its head, the whole CNN) serve every arm, reset between
+trainings (weights and Adam's variables), so that Keras traces each training step once, not once
+per training.
 `keras.applications` models are built offline with `weights=None` (random weights, no download;
 `weights="imagenet"` would fetch a file on first use) and one is frozen and run as a base.
 """
