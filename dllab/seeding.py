@@ -23,8 +23,9 @@ def backend_of(framework: str) -> str:
 def seed_everything(seed: int, framework: str, threads: int = 1) -> None:
     """Seed Python, numpy and the framework (with its backend), fix threads, ask for determinism."""
     backend = backend_of(framework)
+    keras = None
     if framework == "keras":  # import first: importing Keras may draw from the generators seeded below
-        import keras  # noqa: F401
+        import keras
     random.seed(seed)
     np.random.seed(seed)
     if backend == "torch":
@@ -45,9 +46,7 @@ def seed_everything(seed: int, framework: str, threads: int = 1) -> None:
             pass
         tf.random.set_seed(seed)
         tf.config.experimental.enable_op_determinism()
-    if framework == "keras":
-        import keras
-
+    if keras is not None:
         keras.backend.clear_session()
         if backend == "tensorflow":
             keras.utils.set_random_seed(seed)

@@ -1,15 +1,12 @@
 """The command line: listing without frameworks, running, and one-line exit-2 errors."""
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from dllab import registry
 
 
 def test_list_imports_no_framework_and_is_fast():

@@ -2,7 +2,6 @@
 status "interrupted" and a checkpoint, and `--resume` continues to the uninterrupted metrics."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -4,7 +4,6 @@ tested by dllab's pytest plugin exactly like dllab's own scenarios."""
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
