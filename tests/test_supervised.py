@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from dllab import registry
+from dllab.errors import UsageError
 from dllab.runner import RunContext, run_scenario
 from dllab.supervised.common import cnn_parameter_count, epoch_orders
 
@@ -40,9 +41,9 @@ def test_interrupted_cnn_resumes_to_the_uninterrupted_metrics(tmp_path, monkeypa
 def test_resume_refuses_another_trainers_checkpoint(tmp_path):
     spec = registry.get("supervised/cnn")
     run_scenario(spec, seed=0, framework="torch", quick=True, overrides=["epochs=1"], out_dir=tmp_path / "a")
-    result = run_scenario(spec, seed=1, framework="torch", quick=True, overrides=["epochs=2"],
-                          out_dir=tmp_path / "a", resume_from=tmp_path / "a")
-    assert result.status == "failed" and "seed 0" in result.error
+    with pytest.raises(UsageError, match="seed 0"):
+        run_scenario(spec, seed=1, framework="torch", quick=True, overrides=["epochs=2"],
+                     out_dir=tmp_path / "a", resume_from=tmp_path / "a")
 
 
 @pytest.mark.parametrize("size", [8, 28])
@@ -109,9 +110,10 @@ def test_user_npz_trains_and_a_missing_file_fails_with_one_line(tmp_path):
                         out_dir=tmp_path / "good")
     assert good.status == "ok" and good.metrics["test_accuracy"] > 0.9
     assert good.metrics["parameter_count_error"] == 0  # a 3-class head
-    bad = run_scenario(spec, framework="torch", quick=True, overrides=[f"data={tmp_path / 'nope.npz'}"],
-                       out_dir=tmp_path / "bad")
-    assert bad.status == "failed" and "no such file" in bad.error and "\n" not in bad.error
+    with pytest.raises(UsageError) as bad:
+        run_scenario(spec, framework="torch", quick=True, overrides=[f"data={tmp_path / 'nope.npz'}"],
+                     out_dir=tmp_path / "bad")
+    assert "no such file" in str(bad.value) and "\n" not in str(bad.value)
 
 
 def test_every_training_run_leaves_curves_and_tensorboard_scalars(tmp_path):

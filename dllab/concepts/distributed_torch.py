@@ -138,6 +138,11 @@ def _start_rank(rank: int, world_size: int, port: int, threads: int, folder: Pat
     worker(folder, **worker_args)
 
 
+def _log_tail(path: Path) -> str:
+    """The end of a worker's log; a worker stopped before it started has none."""
+    return path.read_text()[-2000:] if path.exists() else f"{path.name}: no log (stopped before it started)"
+
+
 def launch(out_dir: Path, *, world_size: int, threads: int, timeout: float, worker_args: dict) -> dict:
     """Start `world_size` workers on a free localhost port as torchrun would, wait, collect.
 
@@ -175,7 +180,7 @@ def launch(out_dir: Path, *, world_size: int, threads: int, timeout: float, work
         if all(path.exists() for path in results):
             return {"ranks": [json.loads(path.read_text()) for path in results], "attempts": attempt + 1,
                     "teardown_crashes": sum(process.exitcode != 0 for process in processes)}
-    logs = "\n".join((out_dir / f"attempt2-rank{r}.log").read_text()[-2000:] for r in range(world_size))
+    logs = "\n".join(_log_tail(out_dir / f"attempt2-rank{r}.log") for r in range(world_size))
     raise RuntimeError(f"DDP workers gave no result in 3 attempts; last logs:\n{logs}")
 
 
