@@ -140,7 +140,7 @@ def test_torch_networks_and_init():
 
 
 def test_keras_networks_match_torch_parameter_counts():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("keras")
     from dllab.gan import gan_keras, gan_torch
 

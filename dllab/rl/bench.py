@@ -42,7 +42,7 @@ def _worker(request: dict) -> dict:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from dllab.rl.common import DEFAULT_CONFIGS, ZOO_CONFIGS, eval_seed, evaluate, mlp_forward
+    from dllab.rl.common import DEFAULT_CONFIGS, ZOO_CONFIGS
 
     impl, env_id, seed, steps = request["impl"], request["env"], request["seed"], request["steps"]
     torch.set_num_threads(request["threads"])

@@ -4,7 +4,6 @@ env's own success threshold, plot the learning curve, and checkpoint for `--resu
 
 from __future__ import annotations
 
-import numpy as np
 
 from dllab.rl.common import env_sizes, eval_seed, evaluate, train_config, train_loop
 
