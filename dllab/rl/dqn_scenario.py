@@ -4,7 +4,6 @@ env's own success threshold, plot the learning curve, and checkpoint for `--resu
 
 from __future__ import annotations
 
-
 from dllab.rl.common import env_sizes, eval_seed, evaluate, train_config, train_loop
 
 VOLATILE = ["wall_s", "steps_per_s", "time_to_solve_s", "acting_s", "environment_s", "buffer_s",
