@@ -131,3 +131,18 @@ def test_failed_scenario_records_error_without_traceback(cli, tmp_path):
     status, out, err = cli("run", "demo/boom", "--out", "boom", env={"DLLAB_SCENARIO_PATH": str(folder)})
     result = json.loads((tmp_path / "boom" / "result.json").read_text())
     assert status == 1 and result["status"] == "failed" and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("framework,scenario,extra", [
+    ("tensorflow", "concepts/tf1-session", "dllab[tensorflow]"),
+    ("torch", "concepts/autograd", "dllab[torch]"),
+])
+def test_a_scenario_of_an_absent_framework_exits_2_naming_the_extra(cli, tmp_path, framework, scenario, extra):
+    """Runs in the framework-only installs of the tox matrix (torch-cpu, tf-cpu)."""
+    import importlib.util
+
+    if importlib.util.find_spec(framework) is not None:
+        pytest.skip(f"{framework} is installed here; the tox env without it checks this")
+    status, _, err = cli("run", scenario, "--quick")
+    assert status == 2 and extra in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
