@@ -82,3 +82,10 @@ def set_rng_state(arrays: dict[str, np.ndarray], meta: dict) -> None:
         import torch
 
         torch.set_rng_state(torch.from_numpy(arrays["rng/torch"].copy()))
+
+
+def check_owner(meta: dict, trainer: str, seed: int) -> None:
+    """Refuse a checkpoint written by another trainer or seed (a one-line UsageError)."""
+    if meta.get("trainer") != trainer or meta.get("seed") != seed:
+        raise UsageError(f"--resume: the checkpoint is from trainer {meta.get('trainer')!r} seed "
+                         f"{meta.get('seed')}, not {trainer!r} seed {seed}")

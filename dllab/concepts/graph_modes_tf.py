@@ -18,10 +18,10 @@ and then runs the graph without Python. Measured here, with the same names as
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import tensorflow as tf
+
+from dllab.timing import time_calls
 
 
 def deep_network(inputs, weights, biases):
@@ -63,18 +63,6 @@ def tracing_counts(shapes: list[int], features: int) -> dict[str, float]:
     finally:
         logger.setLevel(level)
     return {name: function.experimental_get_tracing_count() for name, function in ways.items()}
-
-
-def time_calls(function, arguments, repeats: int) -> float:
-    """Best of three timings of `repeats` calls (seconds per call)."""
-    function(*arguments)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            function(*arguments)
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return best
 
 
 def run(ctx, *, layers: int, width: int, batch: int, repeats: int, shapes: list[int],

@@ -19,10 +19,10 @@ Every captured graph gives the eager result; the speed ratios against eager are 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
+
+from dllab.timing import time_calls
 
 
 def deep_network(inputs, weights: list[torch.Tensor], biases: list[torch.Tensor]):
@@ -79,18 +79,6 @@ def compile_counts(shapes: list[int], features: int, backend: str) -> dict[str, 
             compiled(torch.ones(batch, features))
         counts[name] = counter.graphs
     return counts
-
-
-def time_calls(function, arguments, repeats: int) -> float:
-    """Best of three timings of `repeats` calls (seconds per call)."""
-    function(*arguments)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            function(*arguments)
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return best
 
 
 def run(ctx, *, layers: int, width: int, batch: int, repeats: int, shapes: list[int],

@@ -11,8 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from dllab.checkpoint import rng_state, set_rng_state
-from dllab.errors import UsageError
+from dllab.checkpoint import check_owner, rng_state, set_rng_state
 from dllab.supervised.common import epoch_orders
 
 
@@ -61,9 +60,7 @@ def fit(ctx, model, train_x, train_y, validation: tuple[np.ndarray, np.ndarray],
     state = ctx.load_checkpoint() if resumable else None
     if state is not None:
         arrays, meta = state
-        if meta.get("trainer") != name or meta.get("seed") != ctx.seed:
-            raise UsageError(f"--resume: the checkpoint is from trainer {meta.get('trainer')!r} seed "
-                             f"{meta.get('seed')}, not {name!r} seed {ctx.seed}")
+        check_owner(meta, name, ctx.seed)
         _restore(model, arrays)
         set_rng_state(arrays, meta)
         history, start_epoch = meta["history"], int(meta["epoch"])

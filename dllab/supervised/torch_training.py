@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dllab.checkpoint import rng_state, set_rng_state
-from dllab.errors import UsageError
+from dllab.checkpoint import check_owner, rng_state, set_rng_state
 from dllab.supervised.common import epoch_orders
 
 
@@ -85,9 +84,7 @@ def fit(ctx, model: nn.Module, optimizer: torch.optim.Optimizer, digits, *, epoc
     state = ctx.load_checkpoint() if resumable else None
     if state is not None:
         arrays, meta = state
-        if meta.get("trainer") != name or meta.get("seed") != ctx.seed:
-            raise UsageError(f"--resume: the checkpoint is from trainer {meta.get('trainer')!r} seed "
-                             f"{meta.get('seed')}, not {name!r} seed {ctx.seed}")
+        check_owner(meta, name, ctx.seed)
         _load_state(model, optimizer, arrays, meta)
         set_rng_state(arrays, meta)
         history, start_epoch = meta["history"], int(meta["epoch"])
