@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 from dllab.rl.common import (DEFAULT_CONFIGS, DQNConfig, ReplayBuffer, linear_schedule, mlp_forward,
                              train_config, uniform_init)

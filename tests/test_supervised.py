@@ -39,6 +39,7 @@ def test_interrupted_cnn_resumes_to_the_uninterrupted_metrics(tmp_path, monkeypa
 
 
 def test_resume_refuses_another_trainers_checkpoint(tmp_path):
+    pytest.importorskip("torch")
     spec = registry.get("supervised/cnn")
     run_scenario(spec, seed=0, framework="torch", quick=True, overrides=["epochs=1"], out_dir=tmp_path / "a")
     with pytest.raises(UsageError, match="seed 0"):
@@ -48,6 +49,7 @@ def test_resume_refuses_another_trainers_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("size", [8, 28])
 def test_hand_parameter_count_equals_torch_count(size):
+    pytest.importorskip("torch")
     from dllab.supervised.cnn_torch import CNN, parameter_count
 
     assert parameter_count(CNN(size, size, 10)) == cnn_parameter_count(size, size, 10)["total"]
@@ -75,6 +77,7 @@ def test_epoch_orders_depend_on_seed_and_epoch_only():
 
 
 def test_torch_sequence_first_and_batch_first_layouts_agree():
+    pytest.importorskip("torch")
     import torch
 
     from dllab.supervised.rnn_torch import RowReader, layout_difference
@@ -90,6 +93,7 @@ def test_torch_sequence_first_and_batch_first_layouts_agree():
 
 
 def test_expected_hook_order_grammar():
+    pytest.importorskip("keras")
     from dllab.supervised.callbacks_keras import expected_hooks
 
     hooks = expected_hooks(epochs=2, train_steps=3, validation_steps=1)
@@ -99,6 +103,7 @@ def test_expected_hook_order_grammar():
 
 
 def test_user_npz_trains_and_a_missing_file_fails_with_one_line(tmp_path):
+    pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     labels = np.arange(300) % 3
     images = (rng.random((300, 8, 8)) * 60).astype(np.uint8)
@@ -117,6 +122,7 @@ def test_user_npz_trains_and_a_missing_file_fails_with_one_line(tmp_path):
 
 
 def test_every_training_run_leaves_curves_and_tensorboard_scalars(tmp_path):
+    pytest.importorskip("torch")
     result = run_scenario(registry.get("supervised/rnn"), framework="torch", quick=True,
                           overrides=["epochs=1"], out_dir=tmp_path / "rnn")
     pngs = sorted(p.name for p in (tmp_path / "rnn").glob("*.png"))

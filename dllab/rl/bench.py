@@ -224,14 +224,14 @@ def main(args) -> int:
     """The CLI's `bench dqn`: run, print the table, write bench.json and learning_curves.png."""
     from dllab.rl.common import ZOO_CONFIGS
 
-    if importlib.util.find_spec("stable_baselines3") is None:
-        raise UsageError("stable-baselines3 is not installed: pip install 'dllab[rl]'")
     if args.env not in ZOO_CONFIGS:
         raise UsageError(f"bench dqn: no zoo configuration for {args.env!r} (have: {', '.join(ZOO_CONFIGS)})")
     if args.seeds < 1 or args.steps < 1 or args.threads < 1 or args.seeds_batched < 0:
         raise UsageError("bench dqn: --seeds, --steps and --threads must be positive, --seeds-batched >= 0")
     if args.seeds_batched and args.env != "CartPole-v1":
         raise UsageError("bench dqn: --seeds-batched uses dllab's default configuration, defined for CartPole-v1")
+    if importlib.util.find_spec("stable_baselines3") is None:
+        raise UsageError("stable-baselines3 is not installed: pip install 'dllab[rl]'")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
