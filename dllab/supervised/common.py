@@ -97,3 +97,15 @@ def report_history(ctx, history: dict[str, list[float]], name: str, title: str =
     """Both artifacts of one training run: TensorBoard scalars and the learning-curve PNG."""
     log_history(ctx, history, name)
     plot_history(ctx, history, name, title)
+
+
+def summarize_cells(metrics: dict[str, float], cells, digits: Digits, seed: int) -> dict[str, float]:
+    """Add the RNN scenario's summary: the worst cell's accuracy against an in-run logistic
+    regression, and the largest difference between the two tensor layouts."""
+    baseline = logistic_regression_accuracy(digits.train.images, digits.train.labels,
+                                            digits.test.images, digits.test.labels, seed)
+    worst = min(metrics[f"{cell}_test_accuracy"] for cell in cells)
+    metrics.update(worst_test_accuracy=worst, logistic_regression_accuracy=baseline,
+                   worst_gap_to_logistic=worst - baseline,
+                   max_layout_difference=max(metrics[f"{cell}_layout_difference"] for cell in cells))
+    return metrics

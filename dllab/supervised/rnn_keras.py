@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from dllab.supervised.common import class_count, load_images, logistic_regression_accuracy, report_history
+from dllab.supervised.common import class_count, load_images, report_history, summarize_cells
 from dllab.supervised.keras_training import accuracy, fit
 
 CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
@@ -56,10 +56,4 @@ def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, hidden: int,
         report_history(ctx, history, cell, f"Keras ({keras.backend.backend()}) {cell.upper()} over image rows")
         metrics[f"{cell}_test_accuracy"] = accuracy(model, digits.test.images, digits.test.labels)
         metrics[f"{cell}_layout_difference"] = layout_difference(model, cell, digits.test.images)
-    baseline = logistic_regression_accuracy(digits.train.images, digits.train.labels,
-                                            digits.test.images, digits.test.labels, ctx.seed)
-    worst = min(metrics[f"{cell}_test_accuracy"] for cell in CELLS)
-    metrics.update(worst_test_accuracy=worst, logistic_regression_accuracy=baseline,
-                   worst_gap_to_logistic=worst - baseline,
-                   max_layout_difference=max(metrics[f"{cell}_layout_difference"] for cell in CELLS))
-    return metrics
+    return summarize_cells(metrics, CELLS, digits, ctx.seed)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dllab.supervised.common import class_count, load_images, logistic_regression_accuracy, report_history
+from dllab.supervised.common import class_count, load_images, report_history, summarize_cells
 from dllab.supervised.torch_training import evaluate, fit, image_tensors
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -61,10 +61,4 @@ def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, hidden: int,
         report_history(ctx, history, cell, f"torch {cell.upper()} over {rows} image rows")
         metrics[f"{cell}_test_accuracy"] = evaluate(model, test_x, test_y)[1]
         metrics[f"{cell}_layout_difference"] = layout_difference(model, test_x)
-    baseline = logistic_regression_accuracy(digits.train.images, digits.train.labels,
-                                            digits.test.images, digits.test.labels, ctx.seed)
-    worst = min(metrics[f"{cell}_test_accuracy"] for cell in CELLS)
-    metrics.update(worst_test_accuracy=worst, logistic_regression_accuracy=baseline,
-                   worst_gap_to_logistic=worst - baseline,
-                   max_layout_difference=max(metrics[f"{cell}_layout_difference"] for cell in CELLS))
-    return metrics
+    return summarize_cells(metrics, CELLS, digits, ctx.seed)
