@@ -55,7 +55,14 @@ class Bound:
 
     @staticmethod
     def parse(text: Any, where: str) -> Bound:
-        if not isinstance(text, str) or not (_BOUND.match(text) or _RANGE.match(text)):
+        valid = isinstance(text, str) and bool(_BOUND.match(text) or _RANGE.match(text))
+        if valid and not _BOUND.match(text):
+            try:
+                low, high = (float(x) for x in _RANGE.match(text).groups())
+                valid = low <= high
+            except ValueError:
+                valid = False
+        if not valid:
             raise ScenarioFileError(
                 f"{where}: expected a bound such as \">= 0.7\", \"< 5\" or \"0.1 .. 0.2\", got {text!r}"
             )

@@ -34,6 +34,8 @@ def test_bounds(text, value, ok):
     ({"frameworks": ["mxnet"]}, "frameworks"),
     ({"entry": "not a target"}, "entry"),
     ({"expect": {"acc": "about 0.9"}}, "expect.acc"),
+    ({"expect": {"acc": "0.9 .. 0.1"}}, "expect.acc"),
+    ({"expect": {"acc": "1-2 .. 3"}}, "expect.acc"),
     ({"questions": [46]}, "questions"),
     ({"quick": {"epochs": 1}}, "quick.epochs"),
     ({"colour": "red"}, "colour"),
