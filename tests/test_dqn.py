@@ -130,6 +130,75 @@ def test_batched_seeds_follow_the_separate_runs():
         assert abs(result.eval_returns.mean() - single.eval_returns.mean()) <= 0.2 * single.eval_returns.mean() + 5
 
 
+def test_batched_gradient_is_each_seeds_clipped_autograd_gradient():
+    """One batched step for 3 seeds equals, seed by seed, autograd's gradient of the mean Huber
+    loss against the seed's own target network, then clip_grad_norm_ (with a bound between the
+    seeds' gradient norms, so that one seed clips and another does not)."""
+    from dllab.rl.dqn_batched import BatchedLearner
+
+    rng = np.random.default_rng(3)
+    config = replace(DEFAULT_CONFIGS["CartPole-v1"], hidden=(32, 16), batch_size=64)
+    learner = BatchedLearner(config, SIZES, seeds=[0, 1, 2])
+    for block in learner.target:  # target networks different from the online ones
+        block.add_(torch.from_numpy(rng.normal(0, 0.1, block.shape).astype(np.float32)))
+    count, batch = 3, config.batch_size
+    observations = rng.standard_normal((count, batch, 4)).astype(np.float32)
+    next_observations = rng.standard_normal((count, batch, 4)).astype(np.float32)
+    actions = rng.integers(0, 2, (count, batch))
+    rewards = (rng.standard_normal((count, batch)) * np.array([[0.1], [3.0], [30.0]])).astype(np.float32)
+    terminated = (rng.random((count, batch)) < 0.2).astype(np.float32)
+    online = [w.clone() for w in learner.online]
+    target = [w.clone() for w in learner.target]
+    discounts = torch.from_numpy((1 - terminated) * np.float32(config.gamma)).unsqueeze(2)
+    expected = []
+    for k in range(count):  # autograd on each seed's own networks
+        leaves = [w[k].squeeze(0).clone().requires_grad_(True) for w in online]
+        net = QNetwork(SIZES, [w.detach().numpy() for w in leaves])
+        next_q = QNetwork(SIZES, [w[k].squeeze(0).numpy() for w in target]).forward(torch.from_numpy(next_observations[k]))
+        td_target = torch.from_numpy(rewards[k]) + discounts[k, :, 0] * next_q.max(1).values
+        q = net.forward(torch.from_numpy(observations[k]), leaves).gather(1, torch.from_numpy(actions[k])[:, None])
+        torch.nn.functional.smooth_l1_loss(q.squeeze(1), td_target).backward()
+        expected.append(leaves)
+    norms = [float(torch.linalg.vector_norm(torch.cat([leaf.grad.reshape(-1) for leaf in leaves]))) for leaves in expected]
+    learner.config = replace(config, max_grad_norm=float(np.median(norms)))  # one seed clips, one does not
+    for leaves in expected:
+        torch.nn.utils.clip_grad_norm_(leaves, learner.config.max_grad_norm)
+    inputs = torch.from_numpy(np.concatenate([observations, next_observations]))
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(actions), 2).float() / batch
+    with torch.no_grad():
+        learner.gradient_step(inputs, inputs[:count].transpose(1, 2).contiguous(), one_hot,
+                              torch.from_numpy(rewards).unsqueeze(2), discounts)
+    assert min(norms) < learner.config.max_grad_norm < max(norms)
+    for k, leaves in enumerate(expected):
+        for grad, leaf in zip(learner.grads, leaves):
+            torch.testing.assert_close(grad[k].reshape(leaf.shape), leaf.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_cartpole_side_by_side_equals_gymnasium_envs():
+    """Vectorized CartPole: the same observations, terminations, truncations and resets as one
+    gym.make("CartPole-v1") per seed, bit for bit, over episodes ended both ways."""
+    gym = pytest.importorskip("gymnasium")
+    from dllab.rl.cartpole_side_by_side import CartPoleSideBySide
+
+    seeds = [0, 7, 42]
+    envs = [gym.make("CartPole-v1") for _ in seeds]
+    expected = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)])
+    together = CartPoleSideBySide(seeds)
+    np.testing.assert_array_equal(together.observations(), expected)
+    rng, endings = np.random.default_rng(0), {"terminated": 0, "truncated": 0}
+    for step in range(4000):  # random actions, then a balancing rule that reaches the time limit
+        actions = rng.integers(0, 2, len(seeds)) if step < 1000 else (together.state[:, 2] + together.state[:, 3] > 0).astype(int)
+        observations, terminated, truncated = together.step(actions)
+        for k, env in enumerate(envs):
+            observation, reward, env_terminated, env_truncated, _ = env.step(int(actions[k]))
+            np.testing.assert_array_equal(observations[k], observation)
+            assert (terminated[k], truncated[k], reward) == (env_terminated, env_truncated, 1.0)
+            if env_terminated or env_truncated:
+                endings["terminated" if env_terminated else "truncated"] += 1
+                np.testing.assert_array_equal(together.reset(k), env.reset()[0])
+    assert min(endings.values()) > 0
+
+
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     """Save at step 1200 (weights, Adam, buffer, RNG and env states), stop, restore into a fresh
     learner through dllab's checkpoint files, continue: the same losses and returns as one run."""

@@ -3,10 +3,19 @@
 Each seed keeps its own environment, replay buffer, exploration RNG, epsilon, online and target
 networks and Adam moments, exactly as in `dllab.rl.dqn_torch` (same initial weights, same random
 streams): the K runs are the K separate runs, computed side by side. What is shared is the work:
-one batched forward pass picks the K greedy actions, and each gradient step is a handful of
-`torch.bmm` calls over the K networks, so Python and framework overhead is paid once for all K.
-(Batched matmuls sum in a different order than single ones, so results agree with separate runs
-in distribution, and to float rounding at the start, not bit for bit.)
+
+- The K online and the K target networks are 2K networks stacked layer by layer: each weight is
+  one contiguous (2K, in, out) block, online rows first. One forward pass of all 2K networks
+  gives each seed's Q(s, .) and its target network's Q(s', .), so a gradient step is a handful of
+  `torch.bmm` calls whatever K is, into buffers reused from step to step.
+- The online halves of the blocks are contiguous: Adam is one fused update over them, and the
+  check for per-seed gradient clipping one norm (the norm over all seeds bounds each seed's).
+- One batched numpy forward pass picks the K greedy actions, one write stores K transitions, and
+  on CartPole the K environments step as numpy arrays (`dllab.rl.cartpole_side_by_side`, equal
+  to K Gymnasium envs bit for bit).
+
+Batched matmuls sum in a different order than single ones, so results agree with separate runs
+in distribution, and to float rounding at the start, not bit for bit.
 """
 
 from __future__ import annotations
@@ -17,58 +26,178 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dllab.rl.common import (DQNConfig, ReplayBuffer, TrainResult, env_sizes, eval_seed, evaluate, linear_schedule,
-                             mlp_forward, uniform_init)
+from dllab.rl.common import DQNConfig, TrainResult, env_sizes, eval_seed, evaluate, linear_schedule, mlp_forward, uniform_init
 
 
 class BatchedQNetwork:
-    """K MLPs in one flat tensor; each parameter block is contiguous with shape (K, ...)."""
+    """N MLPs stacked layer by layer: `weights` are contiguous (N, in, out) and (N, 1, out) blocks
+    of one flat tensor. Layer outputs go to reused buffers, so a forward pass allocates nothing."""
 
-    def __init__(self, sizes: list[int], weights_per_seed: list[list[np.ndarray]]):
-        self.sizes, self.count = sizes, len(weights_per_seed)
-        blocks = [np.stack([weights[i] for weights in weights_per_seed]) for i in range(len(weights_per_seed[0]))]
-        self.flat = torch.cat([torch.from_numpy(b).reshape(-1) for b in blocks])
-        self.grad = torch.zeros_like(self.flat)
-        self.weights, self.grads = self._views(self.flat, blocks), self._views(self.grad, blocks)
+    def __init__(self, sizes: list[int], weights_per_network: list[list[np.ndarray]]):
+        self.sizes, self.count = sizes, len(weights_per_network)
+        self.shapes = block_shapes(sizes, self.count)
+        self.flat = torch.cat([torch.from_numpy(np.stack([weights[i] for weights in weights_per_network])).reshape(-1)
+                               for i in range(len(self.shapes))])
+        self.weights = blocks(self.flat, self.shapes)
+        self._outputs: dict[int, list[torch.Tensor]] = {}
 
-    @staticmethod
-    def _views(flat, blocks):
-        views, offset = [], 0
-        for block in blocks:
-            views.append(flat[offset:offset + block.size].view(block.shape))
-            offset += block.size
-        return views
+    def network(self, n: int) -> list[np.ndarray]:
+        """Network n as numpy views [W1 (in, out), b1 (out,), ...] (no copy)."""
+        return [w[n].numpy() if i % 2 == 0 else w[n, 0].numpy() for i, w in enumerate(self.weights)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (K, batch, in) -> Q-values (K, batch, actions)."""
-        w = self.weights
-        for i in range(0, len(w) - 2, 2):
-            x = torch.baddbmm(w[i + 1].unsqueeze(1), x, w[i]).clamp_min(0)
-        return torch.baddbmm(w[-1].unsqueeze(1), x, w[-2])
+    def outputs(self, rows: int) -> list[torch.Tensor]:
+        """The reused buffers [(N, rows, width), ..., (N, rows, actions)] that `forward` fills."""
+        if rows not in self._outputs:
+            self._outputs[rows] = [torch.empty(self.count, rows, width) for width in self.sizes[1:]]
+        return self._outputs[rows]
 
-    def huber_gradient(self, x: torch.Tensor, one_hot: torch.Tensor, targets: torch.Tensor) -> None:
-        """Each seed's mean-Huber gradient into `self.grad` (the batched form of QNetwork's)."""
-        w, g = self.weights, self.grads
-        activations, h = [x], x
-        for i in range(0, len(w) - 2, 2):
-            h = torch.baddbmm(w[i + 1].unsqueeze(1), h, w[i]).clamp_min(0)
-            activations.append(h)
-        q = torch.baddbmm(w[-1].unsqueeze(1), h, w[-2])
-        error = (q * one_hot).sum(2) - targets
-        delta = one_hot * (error.clamp(-1, 1) / x.shape[1]).unsqueeze(2)
-        for layer in range(len(w) // 2 - 1, -1, -1):
-            torch.bmm(activations[layer].transpose(1, 2), delta, out=g[2 * layer])
-            torch.sum(delta, 1, out=g[2 * layer + 1])
-            if layer > 0:
-                delta = torch.ops.aten.threshold_backward(torch.bmm(delta, w[2 * layer].transpose(1, 2)),
-                                                          activations[layer], 0)
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x (N, rows, in) -> every layer's output [(N, rows, width), ..., Q-values (N, rows, actions)]
+        (ReLU applied to the hidden ones), in `outputs(rows)`: overwritten by the next call."""
+        outputs, w = self.outputs(x.shape[1]), self.weights
+        for layer, out in enumerate(outputs):
+            x = torch.bmm(x, w[2 * layer], out=out).add_(w[2 * layer + 1])
+            if layer < len(outputs) - 1:
+                x.clamp_min_(0)
+        return outputs
 
-    def clip_gradients(self, max_norm: float) -> None:
-        """clip_grad_norm_ per seed: each network's gradient scaled to norm <= max_norm."""
-        squares = sum(g.reshape(self.count, -1).square().sum(1) for g in self.grads)
-        scale = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
-        for g in self.grads:
-            g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
+
+def block_shapes(sizes: list[int], count: int) -> list[tuple[int, ...]]:
+    """[(count, in, out), (count, 1, out), ...]: the weight and bias blocks of `count` MLPs."""
+    return [shape for fan_in, fan_out in zip(sizes[:-1], sizes[1:]) for shape in [(count, fan_in, fan_out), (count, 1, fan_out)]]
+
+
+def blocks(flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+    """Contiguous views of `flat`, one per shape, in order."""
+    views, offset = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        views.append(flat[offset:offset + size].view(shape))
+        offset += size
+    return views
+
+
+class BatchedLearner:
+    """K online networks (rows :K of each block) and their K target networks (rows K:), with
+    Adam and per-seed gradient clipping."""
+
+    def __init__(self, config: DQNConfig, sizes: list[int], seeds: list[int]):
+        from dllab.rl.dqn_torch import Adam
+
+        self.config, self.count = config, len(seeds)
+        initial = [uniform_init(np.random.default_rng([seed, 2]), sizes) for seed in seeds]
+        self.networks = BatchedQNetwork(sizes, initial + initial)
+        self.online = [w[:self.count] for w in self.networks.weights]  # contiguous (K, ...) blocks
+        self.target = [w[self.count:] for w in self.networks.weights]
+        self.grad = torch.zeros(sum(w.numel() for w in self.online))
+        self.grads = blocks(self.grad, block_shapes(sizes, self.count))
+        self.optimizer = Adam(self.online, self.grads, config.learning_rate)
+        self.acting = [w.numpy() for w in self.online]  # numpy views of the online weights
+        self._deltas = [torch.empty(self.count, config.batch_size, width) for width in sizes[1:-1]]
+        # views used by every gradient step, made once: the online half of the layer outputs
+        # (transposed for the weight gradients), the target half of the Q-values, W transposed
+        outputs = self.networks.outputs(config.batch_size)
+        self._q, self._next_q = outputs[-1][:self.count], outputs[-1][self.count:]
+        self._hidden = [h[:self.count] for h in outputs[:-1]]
+        self._hidden_t = [h.transpose(1, 2) for h in self._hidden]
+        self._weights_t = [w.transpose(1, 2) for w in self.online[0::2]]
+        self._grad_rows = [block.view(self.count, -1) for block in self.grads]
+
+    def update_target(self) -> None:
+        for target, online in zip(self.target, self.online):
+            target.copy_(online)
+
+    def gradient_step(self, inputs: torch.Tensor, inputs_t: torch.Tensor, one_hot: torch.Tensor,
+                      rewards: torch.Tensor, discounts: torch.Tensor) -> None:
+        """inputs (2K, batch, in): each seed's observations, then its next observations; inputs_t
+        (K, in, batch): the observations transposed; one_hot (K, batch, actions) / batch;
+        rewards and discounts = gamma * (1 - terminated): (K, batch, 1)."""
+        g, hidden, hidden_t = self.grads, self._hidden, self._hidden_t
+        self.networks.forward(inputs)
+        targets = self._next_q.amax(2, keepdim=True).mul_(discounts).add_(rewards)
+        delta = torch.sub(self._q, targets).clamp_(-1, 1).mul_(one_hot)  # Huber's derivative, chosen actions
+        for layer in range(len(hidden), -1, -1):
+            torch.bmm(hidden_t[layer - 1] if layer else inputs_t, delta, out=g[2 * layer])
+            torch.sum(delta, 1, keepdim=True, out=g[2 * layer + 1])
+            if layer > 0:  # through the ReLU: zero where the unit was inactive
+                delta = torch.bmm(delta, self._weights_t[layer], out=self._deltas[layer - 1])
+                torch.ops.aten.threshold_backward.grad_input(delta, hidden[layer - 1], 0, grad_input=delta)
+        total = float(torch.linalg.vector_norm(self.grad))  # >= every seed's norm: usually no clipping
+        if total > self.config.max_grad_norm:  # clip_grad_norm_, per seed
+            norms = torch.stack([torch.linalg.vector_norm(rows, dim=1) for rows in self._grad_rows]).norm(dim=0)
+            scale = norms.add_(1e-6).reciprocal_().mul_(self.config.max_grad_norm).clamp_(max=1.0)
+            for rows in self._grad_rows:
+                rows.mul_(scale.unsqueeze(1))
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def train_phase(self, batch: dict[str, np.ndarray]) -> None:
+        """Gradient steps on minibatches (steps, K, batch, ...), denormals flushed meanwhile
+        (see `dllab.rl.dqn_torch.TorchLearner.train_phase`)."""
+        inputs = torch.from_numpy(np.concatenate([batch["observations"], batch["next_observations"]], axis=1))
+        inputs_t = torch.from_numpy(np.ascontiguousarray(batch["observations"].transpose(0, 1, 3, 2)))
+        n_actions = self.networks.sizes[-1]
+        one_hot = torch.nn.functional.one_hot(torch.from_numpy(batch["actions"]), n_actions).float()
+        one_hot /= self.config.batch_size
+        rewards = torch.from_numpy(batch["rewards"]).unsqueeze(3)
+        discounts = torch.from_numpy((1 - batch["terminated"]) * np.float32(self.config.gamma)).unsqueeze(3)
+        torch.set_flush_denormal(True)
+        try:
+            for step in range(len(inputs)):
+                self.gradient_step(inputs[step], inputs_t[step], one_hot[step], rewards[step], discounts[step])
+        finally:
+            torch.set_flush_denormal(False)
+
+
+class BatchedReplayBuffer:
+    """K circular buffers in lock step: arrays (K, capacity, ...), one write stores K transitions."""
+
+    def __init__(self, count: int, capacity: int, observation_size: int):
+        self.capacity, self.size, self.position = capacity, 0, 0
+        self.observations = np.zeros((count, capacity, observation_size), dtype=np.float32)
+        self.next_observations = np.zeros_like(self.observations)
+        self.actions = np.zeros((count, capacity), dtype=np.int64)
+        self.rewards = np.zeros((count, capacity), dtype=np.float32)
+        self.terminated = np.zeros((count, capacity), dtype=np.float32)  # 1: no bootstrap
+
+    def add(self, observations, actions, rewards, next_observations, terminated) -> None:
+        i = self.position
+        self.observations[:, i], self.next_observations[:, i] = observations, next_observations
+        self.actions[:, i], self.rewards[:, i], self.terminated[:, i] = actions, rewards, terminated
+        self.position = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, rngs: list[np.random.Generator], steps: int, batch_size: int) -> dict[str, np.ndarray]:
+        """Each seed's minibatches drawn with its own RNG, as `ReplayBuffer.sample` draws them:
+        arrays (steps, K, batch, ...)."""
+        index = np.stack([rng.integers(0, self.size, size=(steps, batch_size)) for rng in rngs], axis=1)
+        seed = np.arange(len(rngs))[None, :, None]
+        return {"observations": self.observations[seed, index], "actions": self.actions[seed, index],
+                "rewards": self.rewards[seed, index], "next_observations": self.next_observations[seed, index],
+                "terminated": self.terminated[seed, index]}
+
+
+class GymEnvs:
+    """K Gymnasium envs behind CartPoleSideBySide's interface (for environments other than CartPole)."""
+
+    def __init__(self, env_id: str, seeds: list[int]):
+        import gymnasium as gym
+
+        self.envs = [gym.make(env_id) for _ in seeds]
+        self.first = np.stack([env.reset(seed=seed)[0] for env, seed in zip(self.envs, seeds)]).astype(np.float32)
+        self.rewards = np.zeros(len(seeds), dtype=np.float32)
+
+    def observations(self) -> np.ndarray:
+        return self.first
+
+    def reset(self, k: int) -> np.ndarray:
+        return self.envs[k].reset()[0]
+
+    def step(self, actions):
+        steps = [env.step(int(action)) for env, action in zip(self.envs, actions)]
+        self.rewards[:] = [s[1] for s in steps]
+        return (np.stack([s[0] for s in steps]).astype(np.float32), np.array([s[2] for s in steps]),
+                np.array([s[3] for s in steps]))
 
 
 @dataclass
@@ -79,30 +208,27 @@ class BatchedResult:
 
 def train_batched(config: DQNConfig, seeds: list[int], threshold: float | None = None) -> BatchedResult:
     """Train len(seeds) DQNs in lock step (same schedule), as one batched computation."""
-    import gymnasium as gym
+    from dllab.rl.cartpole_side_by_side import ENV_ID as CARTPOLE, CartPoleSideBySide
 
-    from dllab.rl.dqn_torch import Adam
-
+    if config.double_dqn:
+        raise ValueError("train_batched: double DQN is not batched; train the seeds separately")
     count = len(seeds)
     observation_size, n_actions = env_sizes(config.env_id)
-    sizes = [observation_size, *config.hidden, n_actions]
-    initial = [uniform_init(np.random.default_rng([seed, 2]), sizes) for seed in seeds]
-    online, target = BatchedQNetwork(sizes, initial), BatchedQNetwork(sizes, initial)
-    optimizer = Adam(online.flat, online.grad, config.learning_rate)
-    acting = [w.numpy() for w in online.weights]  # (K, ...) numpy views of the online weights
-    envs = [gym.make(config.env_id) for _ in seeds]
+    learner = BatchedLearner(config, [observation_size, *config.hidden, n_actions], seeds)
+    acting = learner.acting
+    envs = CartPoleSideBySide(seeds) if config.env_id == CARTPOLE else GymEnvs(config.env_id, seeds)
+    rewards = np.ones(count, dtype=np.float32) if config.env_id == CARTPOLE else envs.rewards
     rngs = [np.random.default_rng([seed, 1]) for seed in seeds]
-    buffers = [ReplayBuffer(config.buffer_size, (observation_size,)) for _ in seeds]
-    observations = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]).astype(np.float32)
+    buffer = BatchedReplayBuffer(count, config.buffer_size, observation_size)
+    observations = envs.observations()
     timings = dict.fromkeys(["acting", "environment", "buffer", "gradient", "evaluation"], 0.0)
     results = [TrainResult(eval_returns=np.zeros(0)) for _ in seeds]
-    steps_per_phase = config.steps_per_phase
     started = time.perf_counter()
 
     def evaluate_all(step):
         for k, (seed, result) in enumerate(zip(seeds, results)):
             began = time.perf_counter()
-            weights = [w[k] for w in acting]
+            weights = learner.networks.network(k)
             returns = evaluate(config.env_id, lambda x: mlp_forward(weights, x), config.eval_episodes, eval_seed(seed))
             timings["evaluation"] += time.perf_counter() - began
             wall = time.perf_counter() - started - timings["evaluation"]
@@ -115,41 +241,30 @@ def train_batched(config: DQNConfig, seeds: list[int], threshold: float | None =
         began = time.perf_counter()
         epsilon = linear_schedule(config.exploration_initial_eps, config.exploration_final_eps,
                                   config.exploration_fraction, step - 1, config.total_steps)
-        greedy = np.matmul(observations[:, None, :], acting[0]) + acting[1][:, None, :]
-        for i in range(2, len(acting), 2):  # one batched forward pass for the K greedy actions
-            greedy = np.matmul(np.maximum(greedy, 0), acting[i]) + acting[i + 1][:, None, :]
-        greedy = greedy[:, 0].argmax(axis=1)
+        greedy = observations[:, None, :]
+        for i in range(0, len(acting) - 2, 2):  # one batched forward pass for the K greedy actions
+            greedy = np.maximum(greedy @ acting[i] + acting[i + 1], 0)
+        greedy = (greedy @ acting[-2] + acting[-1])[:, 0].argmax(axis=1)
         actions = [int(rng.integers(n_actions)) if step <= config.learning_starts or rng.random() < epsilon
                    else int(greedy[k]) for k, rng in enumerate(rngs)]
         stepped = time.perf_counter()
-        for k, env in enumerate(envs):
-            next_observation, reward, terminated, truncated, _ = env.step(actions[k])
-            buffers[k].add(observations[k], actions[k], reward, next_observation, terminated)
-            observations[k] = env.reset()[0] if terminated or truncated else next_observation
-        timings["environment"] += time.perf_counter() - stepped
+        next_observations, terminated, truncated = envs.step(actions)
+        stored = time.perf_counter()
+        buffer.add(observations, actions, rewards, next_observations, terminated)
+        observations = next_observations
+        for k in np.flatnonzero(terminated | truncated):
+            observations[k] = envs.reset(k)
+        done = time.perf_counter()
         timings["acting"] += stepped - began
+        timings["environment"] += stored - stepped
+        timings["buffer"] += done - stored
         if step % config.target_update_interval == 0:
-            target.flat.copy_(online.flat)
+            learner.update_target()
         if step % config.train_freq == 0 and step > config.learning_starts:
             began = time.perf_counter()
-            batches = [buffer.sample(rng, steps_per_phase, config.batch_size) for buffer, rng in zip(buffers, rngs)]
-            data = {name: torch.from_numpy(np.stack([b[name] for b in batches], axis=1)) for name in batches[0]}
-            # data[name]: (steps, K, batch, ...); the target nets are fixed during the phase
-            with torch.no_grad():
-                next_obs = data["next_observations"].transpose(0, 1).reshape(count, -1, observation_size)
-                next_value = target.forward(next_obs).max(2).values.reshape(count, steps_per_phase, -1)
-                targets = data["rewards"] + config.gamma * (1 - data["terminated"]) * next_value.transpose(0, 1)
-                one_hot = torch.nn.functional.one_hot(data["actions"], n_actions).float()
-                torch.set_flush_denormal(True)
-                for s in range(steps_per_phase):
-                    online.huber_gradient(data["observations"][s], one_hot[s], targets[s])
-                    online.clip_gradients(config.max_grad_norm)
-                    optimizer.step()
-                torch.set_flush_denormal(False)
+            learner.train_phase(buffer.sample(rngs, config.steps_per_phase, config.batch_size))
             timings["gradient"] += time.perf_counter() - began
         if config.eval_interval and step % config.eval_interval == 0 and step < config.total_steps:
             evaluate_all(step)
     evaluate_all(config.total_steps)
-    for env in envs:
-        env.close()
     return BatchedResult(results, timings)

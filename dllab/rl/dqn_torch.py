@@ -75,15 +75,17 @@ class QNetwork:
 
 
 class Adam:
-    """torch.optim.Adam's update on one flat tensor: one fused kernel (`torch._fused_adam_`, what
-    `Adam(fused=True)` calls, without its per-call Python overhead), or five in-place operations
-    where that kernel is missing."""
+    """torch.optim.Adam's update on flat tensors (one, or a list stepped together): one fused
+    kernel (`torch._fused_adam_`, what `Adam(fused=True)` calls, without its per-call Python
+    overhead), or five in-place operations per tensor where that kernel is missing."""
 
-    def __init__(self, parameter: torch.Tensor, gradient: torch.Tensor, learning_rate: float,
-                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
-        self.parameter, self.gradient = parameter, gradient
+    def __init__(self, parameters: torch.Tensor | list[torch.Tensor], gradients: torch.Tensor | list[torch.Tensor],
+                 learning_rate: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        self.parameters = list(parameters) if isinstance(parameters, (list, tuple)) else [parameters]
+        self.gradients = list(gradients) if isinstance(gradients, (list, tuple)) else [gradients]
         self.learning_rate, self.beta1, self.beta2, self.eps = learning_rate, beta1, beta2, eps
-        self.m, self.v = torch.zeros_like(parameter), torch.zeros_like(parameter)
+        self.m = [torch.zeros_like(p) for p in self.parameters]
+        self.v = [torch.zeros_like(p) for p in self.parameters]
         self.step_count = torch.zeros(())  # a tensor, as the fused kernel wants
         self._fused = getattr(torch, "_fused_adam_", None)
 
@@ -94,16 +96,17 @@ class Adam:
     def step(self) -> None:
         self.step_count += 1
         if self._fused is not None:
-            self._fused([self.parameter], [self.gradient], [self.m], [self.v], [], [self.step_count],
+            self._fused(self.parameters, self.gradients, self.m, self.v, [], [self.step_count] * len(self.m),
                         lr=self.learning_rate, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0,
                         eps=self.eps, amsgrad=False, maximize=False)
             return
         steps = float(self.step_count)
-        self.m.lerp_(self.gradient, 1 - self.beta1)
-        self.v.mul_(self.beta2).addcmul_(self.gradient, self.gradient, value=1 - self.beta2)
         bias1, bias2 = 1 - self.beta1 ** steps, 1 - self.beta2 ** steps
-        denominator = (self.v.sqrt() / bias2 ** 0.5).add_(self.eps)
-        self.parameter.addcdiv_(self.m, denominator, value=-self.learning_rate / bias1)
+        for parameter, gradient, m, v in zip(self.parameters, self.gradients, self.m, self.v):
+            m.lerp_(gradient, 1 - self.beta1)
+            v.mul_(self.beta2).addcmul_(gradient, gradient, value=1 - self.beta2)
+            denominator = (v.sqrt() / bias2 ** 0.5).add_(self.eps)
+            parameter.addcdiv_(m, denominator, value=-self.learning_rate / bias1)
 
 
 class TorchLearner:
@@ -173,14 +176,14 @@ class TorchLearner:
     def state(self) -> dict[str, np.ndarray]:
         return {"target_stale": np.array(self._target_stale),
                 "online": self.online.flat.numpy().copy(), "target": self.target.flat.numpy().copy(),
-                "adam_m": self.optimizer.m.numpy().copy(), "adam_v": self.optimizer.v.numpy().copy(),
+                "adam_m": self.optimizer.m[0].numpy().copy(), "adam_v": self.optimizer.v[0].numpy().copy(),
                 "adam_steps": np.array(self.optimizer.steps)}
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.online.flat.copy_(torch.from_numpy(arrays["online"]))
         self.target.flat.copy_(torch.from_numpy(arrays["target"]))
-        self.optimizer.m.copy_(torch.from_numpy(arrays["adam_m"]))
-        self.optimizer.v.copy_(torch.from_numpy(arrays["adam_v"]))
+        self.optimizer.m[0].copy_(torch.from_numpy(arrays["adam_m"]))
+        self.optimizer.v[0].copy_(torch.from_numpy(arrays["adam_v"]))
         self.optimizer.step_count.fill_(float(arrays["adam_steps"]))
         self._target_stale = bool(arrays["target_stale"])
 
