@@ -187,7 +187,7 @@ def test_cartpole_side_by_side_equals_gymnasium_envs():
     np.testing.assert_array_equal(together.observations(), expected)
     rng, endings = np.random.default_rng(0), {"terminated": 0, "truncated": 0}
     for step in range(4000):  # random actions, then a balancing rule that reaches the time limit
-        actions = rng.integers(0, 2, len(seeds)) if step < 1000 else (together.state[:, 2] + together.state[:, 3] > 0).astype(int)
+        actions = rng.integers(0, 2, len(seeds)) if step < 1000 else (together.state[2] + together.state[3] > 0).astype(int)
         observations, terminated, truncated = together.step(actions)
         for k, env in enumerate(envs):
             observation, reward, env_terminated, env_truncated, _ = env.step(int(actions[k]))

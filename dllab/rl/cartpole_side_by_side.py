@@ -31,33 +31,36 @@ class CartPoleSideBySide:
         for name in ["gravity", "masspole", "total_mass", "length", "polemass_length", "force_mag", "tau",
                      "theta_threshold_radians", "x_threshold"]:
             setattr(self, name, getattr(physics, name))
+        self.limits = np.array([[self.x_threshold], [self.theta_threshold_radians]])
         self.max_episode_steps = env.spec.max_episode_steps
         env.close()
         self.rngs = [seeding.np_random(seed)[0] for seed in seeds]
-        self.state = np.stack([rng.uniform(low=-0.05, high=0.05, size=(4,)) for rng in self.rngs])
+        # state[:, k] = (x, x_dot, theta, theta_dot) of env k: each quantity is one contiguous row
+        self.state = np.stack([rng.uniform(low=-0.05, high=0.05, size=(4,)) for rng in self.rngs], axis=1)
         self.elapsed = np.zeros(len(seeds), dtype=np.int64)
 
     def observations(self) -> np.ndarray:
-        return self.state.astype(np.float32)
+        return self.state.T.astype(np.float32)
 
     def reset(self, k: int) -> np.ndarray:
         """Start env k's next episode from its own generator; returns its observation."""
-        self.state[k] = self.rngs[k].uniform(low=-0.05, high=0.05, size=(4,))
+        self.state[:, k] = self.rngs[k].uniform(low=-0.05, high=0.05, size=(4,))
         self.elapsed[k] = 0
-        return self.state[k].astype(np.float32)
+        return self.state[:, k].astype(np.float32)
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x, x_dot, theta, theta_dot = self.state.T
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        state = self.state
+        x, x_dot, theta, theta_dot = state
         force = np.where(np.asarray(actions) == 1, self.force_mag, -self.force_mag)
         costheta, sintheta = np.cos(theta), np.sin(theta)
         temp = (force + self.polemass_length * np.square(theta_dot) * sintheta) / self.total_mass
         thetaacc = (self.gravity * sintheta - costheta * temp) / (
             self.length * (4.0 / 3.0 - self.masspole * np.square(costheta) / self.total_mass))
         xacc = temp - self.polemass_length * thetaacc * costheta / self.total_mass
-        self.state = np.stack([x + self.tau * x_dot, x_dot + self.tau * xacc,
-                               theta + self.tau * theta_dot, theta_dot + self.tau * thetaacc], axis=1)
-        x, theta = self.state[:, 0], self.state[:, 2]
-        terminated = (x < -self.x_threshold) | (x > self.x_threshold) | (
-            theta < -self.theta_threshold_radians) | (theta > self.theta_threshold_radians)
+        x += self.tau * x_dot  # Euler, in place; each line reads the rates before they change
+        x_dot += self.tau * xacc
+        theta += self.tau * theta_dot
+        theta_dot += self.tau * thetaacc
+        terminated = (np.abs(state[0::2]) > self.limits).any(axis=0)  # |x| > 2.4 or |theta| > 12 degrees
         self.elapsed += 1
-        return self.state.astype(np.float32), terminated, self.elapsed >= self.max_episode_steps
+        return state.T.astype(np.float32), terminated, self.elapsed >= self.max_episode_steps

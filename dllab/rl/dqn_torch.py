@@ -28,6 +28,9 @@ from dllab.rl.common import DQNConfig, TrainResult, env_sizes, mlp_forward, trai
 __all__ = ["DQN", "DQNConfig", "QNetwork", "TorchLearner", "train", "run"]
 
 
+TARGET_CHUNK = 8  # minibatches per target-network forward pass: (8 * batch, width) stays in cache
+
+
 class QNetwork:
     """An MLP whose weights are views into one flat parameter tensor (W of shape (in, out))."""
 
@@ -59,13 +62,13 @@ class QNetwork:
         weights, grads = self.weights, self.grads
         activations, h = [x], x
         for i in range(0, len(weights) - 2, 2):
-            h = torch.addmm(weights[i + 1], h, weights[i]).clamp_min(0)
+            h = torch.addmm(weights[i + 1], h, weights[i]).clamp_min_(0)
             activations.append(h)
         q = torch.addmm(weights[-1], h, weights[-2])
-        error = (q * one_hot).sum(1) - targets
+        error = (q * one_hot).sum(1).sub_(targets)
         clipped = error.clamp(-1, 1)  # Huber's derivative
         loss = float((clipped * (error - 0.5 * clipped)).mean()) if with_loss else None  # = Huber(error)
-        delta = one_hot * (clipped / len(x)).unsqueeze(1)
+        delta = one_hot.mul(clipped.div_(len(x)).unsqueeze(1))
         for layer in range(len(weights) // 2 - 1, -1, -1):
             torch.mm(activations[layer].T, delta, out=grads[2 * layer])
             torch.sum(delta, 0, out=grads[2 * layer + 1])
@@ -157,14 +160,16 @@ class TorchLearner:
     def _train_phase(self, batch: dict[str, np.ndarray]) -> float:
         data = {k: torch.from_numpy(v) for k, v in batch.items()}
         one_hot = torch.nn.functional.one_hot(data["actions"], self.online.sizes[-1]).float()
-        if not self.config.double_dqn:  # the target net is fixed during the phase: one forward pass
-            targets = self.td_targets(data["rewards"], data["next_observations"], data["terminated"])
         steps, loss = len(data["actions"]), 0.0
         for k in range(steps):
             if self.config.double_dqn:  # the online net moves after each step
                 target = self.td_targets(data["rewards"][k], data["next_observations"][k], data["terminated"][k])
-            else:
-                target = targets[k]
+            else:  # the target net is fixed during the phase: one forward pass per chunk of minibatches
+                if k % TARGET_CHUNK == 0:
+                    chunk = slice(k, k + TARGET_CHUNK)
+                    targets = self.td_targets(data["rewards"][chunk], data["next_observations"][chunk],
+                                              data["terminated"][chunk])
+                target = targets[k % TARGET_CHUNK]
             last = k == steps - 1  # the phase's loss is logged at its last step
             loss = self.online.huber_gradient(data["observations"][k], one_hot[k], target, with_loss=last)
             norm = float(torch.linalg.vector_norm(self.online.grad))
