@@ -10,7 +10,8 @@ The loop (acting, buffer, schedules, evaluation) is `dllab.rl.common.train_loop`
 learner. Speed comes from three choices, all exact:
 
 - The target network changes only between environment steps, so within a training phase it is
-  fixed: the TD targets of all the phase's minibatches are computed in one large forward pass.
+  fixed: the TD targets of 8 minibatches at a time come from one forward pass (one pass over the
+  whole phase would stream megabytes of activations through memory; 8 * 64 rows stay in cache).
 - The Q-network's parameters live in one flat tensor. The backward pass of the MLP is written out
   (a handful of matmuls into one flat gradient tensor: no autograd graph per step), so gradient
   clipping is one norm and Adam one fused update. `tests/test_dqn.py` checks it against autograd.
