@@ -32,20 +32,26 @@ def test_hand_written_gradient_equals_autograd():
         torch.testing.assert_close(grad, leaf.grad, rtol=1e-5, atol=1e-6)
 
 
-def test_adam_equals_torch_optim_adam():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-kernel", "in-place-ops"])
+def test_adam_equals_torch_optim_adam(fused):
+    """Both code paths, on a list of two flat tensors (as the batched seeds use it)."""
     rng = np.random.default_rng(1)
-    flat = torch.from_numpy(rng.standard_normal(50).astype(np.float32))
-    grad = torch.zeros_like(flat)
-    mine = Adam(flat, grad, learning_rate=1e-2)
-    reference = torch.nn.Parameter(flat.clone())
-    optimizer = torch.optim.Adam([reference], lr=1e-2, foreach=False)
+    flats = [torch.from_numpy(rng.standard_normal(n).astype(np.float32)) for n in (50, 7)]
+    grads = [torch.zeros_like(flat) for flat in flats]
+    mine = Adam(flats, grads, learning_rate=1e-2)
+    if not fused:
+        mine._fused = None
+    references = [torch.nn.Parameter(flat.clone()) for flat in flats]
+    optimizer = torch.optim.Adam(references, lr=1e-2, foreach=False)
     for _ in range(20):
-        g = torch.from_numpy(rng.standard_normal(50).astype(np.float32))
-        grad.copy_(g)
+        for grad, reference in zip(grads, references):
+            g = torch.from_numpy(rng.standard_normal(len(grad)).astype(np.float32))
+            grad.copy_(g)
+            reference.grad = g.clone()
         mine.step()
-        reference.grad = g.clone()
         optimizer.step()
-    torch.testing.assert_close(flat, reference.detach(), rtol=1e-5, atol=1e-6)
+    for flat, reference in zip(flats, references):
+        torch.testing.assert_close(flat, reference.detach(), rtol=1e-5, atol=1e-6)
     assert mine.steps == 20
 
 
