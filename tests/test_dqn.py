@@ -136,6 +136,38 @@ def test_batched_seeds_follow_the_separate_runs():
         assert abs(result.eval_returns.mean() - single.eval_returns.mean()) <= 0.2 * single.eval_returns.mean() + 5
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
+def test_batched_seeds_store_the_separate_runs_transitions(env_id, monkeypatch):
+    """Before any gradient step, each seed's replay buffer in the batched run holds exactly the
+    separate run's transitions: same env resets, actions, rewards, terminations (CartPole steps
+    side by side in numpy, other envs as K Gymnasium envs; 600 steps pass Acrobot's time limit)."""
+    from dllab.rl import common, dqn_batched
+
+    buffers = []
+
+    def recording(buffer_class):
+        class Recording(buffer_class):
+            def __init__(self, *args):
+                super().__init__(*args)
+                buffers.append(self)
+        return Recording
+
+    monkeypatch.setattr(common, "ReplayBuffer", recording(common.ReplayBuffer))
+    monkeypatch.setattr(dqn_batched, "BatchedReplayBuffer", recording(dqn_batched.BatchedReplayBuffer))
+    config = replace(train_config(env_id, "zoo"), total_steps=600, learning_starts=600, hidden=(8,),
+                     buffer_size=1000, eval_episodes=1)
+    dqn_batched.train_batched(config, [0, 1])
+    batched = buffers.pop()
+    for k, seed in enumerate([0, 1]):
+        train(config, seed)
+        single = buffers.pop()
+        assert single.size == batched.size == 600
+        for field in ["observations", "next_observations", "actions", "rewards", "terminated"]:
+            np.testing.assert_array_equal(getattr(batched, field)[k], getattr(single, field))
+    if env_id == "CartPole-v1":
+        assert batched.terminated.sum() > 0  # episodes ended inside the 600 steps
+
+
 def test_batched_gradient_is_each_seeds_clipped_autograd_gradient():
     """One batched step for 3 seeds equals, seed by seed, autograd's gradient of the mean Huber
     loss against the seed's own target network, then clip_grad_norm_ (with a bound between the

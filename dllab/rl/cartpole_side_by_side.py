@@ -42,6 +42,9 @@ class CartPoleSideBySide:
     def observations(self) -> np.ndarray:
         return self.state.T.astype(np.float32)
 
+    def close(self) -> None:
+        """Nothing to release (the interface of a Gymnasium env)."""
+
     def reset(self, k: int) -> np.ndarray:
         """Start env k's next episode from its own generator; returns its observation."""
         self.state[:, k] = self.rngs[k].uniform(low=-0.05, high=0.05, size=(4,))

@@ -193,6 +193,10 @@ class GymEnvs:
     def reset(self, k: int) -> np.ndarray:
         return self.envs[k].reset()[0]
 
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
     def step(self, actions):
         steps = [env.step(int(action)) for env, action in zip(self.envs, actions)]
         self.rewards[:] = [s[1] for s in steps]
@@ -267,4 +271,5 @@ def train_batched(config: DQNConfig, seeds: list[int], threshold: float | None =
         if config.eval_interval and step % config.eval_interval == 0 and step < config.total_steps:
             evaluate_all(step)
     evaluate_all(config.total_steps)
+    envs.close()
     return BatchedResult(results, timings)
