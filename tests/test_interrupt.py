@@ -34,7 +34,10 @@ def test_signal_stops_the_run_and_resume_reaches_the_same_metrics(tmp_path, sign
     sent = time.monotonic()
     process.send_signal(signal_number)
     process.communicate(timeout=60)
-    assert time.monotonic() - sent < 5.0
+    # The signal, not the end of the episodes, stopped the run: exit status 130 and status
+    # "interrupted". The time bound only catches a slow teardown (the whole run takes ~6 s alone;
+    # under the parallel test suite on 2 cores, stopping has taken up to ~5.5 s).
+    assert time.monotonic() - sent < 15.0
     assert process.returncode == 130
     cut = json.loads((tmp_path / "cut" / "result.json").read_text())
     assert cut["status"] == "interrupted"
