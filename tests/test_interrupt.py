@@ -14,9 +14,19 @@ ARGS = ["rl/q-learning-frozenlake", "--set", "episodes=12000", "--set", "eval_ep
         "--set", "checkpoint_every=500"]
 
 
+def _interactive_signals() -> None:
+    """In the child before it runs: Ctrl-C and SIGTERM delivered as at a terminal. A process
+    inherits an ignored SIGINT (background jobs of a shell, test-runner workers where a library
+    has set it) and a blocked signal mask; Python then never raises KeyboardInterrupt, as POSIX
+    intends. The test is about the terminal case."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _start(folder: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dllab", "run", *ARGS, "--out", str(folder), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interactive_signals)
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -38,7 +48,7 @@ def test_signal_stops_the_run_and_resume_reaches_the_same_metrics(tmp_path, sign
     # "interrupted". The time bound only catches a slow teardown (the whole run takes ~6 s alone;
     # under the parallel test suite on 2 cores, stopping has taken up to ~5.5 s).
     assert time.monotonic() - sent < 15.0
-    assert process.returncode == 130
+    assert process.returncode == 130, f"exit {process.returncode}; SIGINT here: {signal.getsignal(signal.SIGINT)}"
     cut = json.loads((tmp_path / "cut" / "result.json").read_text())
     assert cut["status"] == "interrupted"
     checkpoint_episode = json.loads((tmp_path / "cut" / "checkpoint" / "meta.json").read_text())["episode"]
