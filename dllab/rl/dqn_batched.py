@@ -122,7 +122,7 @@ class BatchedLearner:
             if layer > 0:  # through the ReLU: zero where the unit was inactive
                 delta = torch.bmm(delta, self._weights_t[layer], out=self._deltas[layer - 1])
                 torch.ops.aten.threshold_backward.grad_input(delta, hidden[layer - 1], 0, grad_input=delta)
-        total = float(torch.linalg.vector_norm(self.grad))  # >= every seed's norm: usually no clipping
+        total = float(torch.linalg.vector_norm(self.grad))  # >= every seed's norm: if within, no seed clips
         if total > self.config.max_grad_norm:  # clip_grad_norm_, per seed
             norms = torch.stack([torch.linalg.vector_norm(rows, dim=1) for rows in self._grad_rows]).norm(dim=0)
             scale = norms.add_(1e-6).reciprocal_().mul_(self.config.max_grad_norm).clamp_(max=1.0)
