@@ -15,10 +15,10 @@ ARGS = ["rl/q-learning-frozenlake", "--set", "episodes=12000", "--set", "eval_ep
 
 
 def _interactive_signals() -> None:
-    """In the child before it runs: Ctrl-C and SIGTERM delivered as at a terminal. A process
-    inherits an ignored SIGINT (background jobs of a shell, test-runner workers where a library
-    has set it) and a blocked signal mask; Python then never raises KeyboardInterrupt, as POSIX
-    intends. The test is about the terminal case."""
+    """In the child before it runs: Ctrl-C delivered as at a terminal. A command started in the
+    background by a non-interactive shell (`cmd &` in a script, as CI runners may do) inherits
+    an ignored SIGINT, and Python then never raises KeyboardInterrupt, as POSIX intends: the run
+    would finish with exit 0. The test is about the terminal case."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
