@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--by-question", action="store_true", help="map every seed question 1-45 to its scenarios")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")
+    listing.add_argument("--controls", action="store_true",
+                         help="which negative control breaks each expectation (coverage per scenario)")
 
     describe = sub.add_parser("describe", help="what a scenario measures and where the seed is wrong")
     describe.add_argument("id")
@@ -45,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (default: runs/<id>/<framework>-<device>-s<seed>-<time>)")
     run.add_argument("--threads", type=int, help="CPU threads for the framework (default 1: repeatable)")
     run.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its checkpoint")
+    run.add_argument("--control", metavar="NAME",
+                     help="run a negative control: exit 0 if every expectation it must break failed")
     run.add_argument("--verbose", action="store_true", help="print the traceback of a failed scenario")
     run.add_argument("--json", action="store_true", help="print result.json instead of the table")
 
@@ -74,6 +78,8 @@ def _list(args) -> int:
         specs = [s for s in specs if args.tag in s.tags]
     if args.framework:
         specs = [s for s in specs if args.framework in s.frameworks]
+    if args.controls:
+        return _list_controls(specs, args.json)
     if args.by_question:
         questions = registry.load_questions()
         by_question = {q: [s.id for s in specs if q in s.questions] for q in questions}
@@ -104,6 +110,45 @@ def _list(args) -> int:
     return 0
 
 
+def control_coverage(specs) -> dict:
+    """Per scenario: its expectations, its controls and exemptions; overall, the fraction of
+    expectations that a control breaks or an exemption explains."""
+    scenarios, total, covered = {}, 0, 0
+    for spec in specs:
+        expectations = sorted({*spec.expect, *spec.expect_quick})
+        broken = {metric for control in spec.controls for metric in control.breaks}
+        total += len(expectations)
+        covered += sum(1 for m in expectations if m in broken or m in spec.exempt)
+        scenarios[spec.id] = {
+            "expectations": expectations,
+            "controls": {c.name: {"mistake": c.mistake, "breaks": list(c.breaks), "set": c.set,
+                                  "frameworks": list(c.frameworks)} for c in spec.controls},
+            "exempt": dict(spec.exempt),
+            "uncovered": [m for m in expectations if m not in broken and m not in spec.exempt],
+        }
+    return {"scenarios": scenarios, "coverage": covered / total if total else 1.0,
+            "expectations": total, "exempt": sum(len(s.exempt) for s in specs)}
+
+
+def _list_controls(specs, as_json: bool) -> int:
+    from dllab.fileio import dumps
+
+    coverage = control_coverage(specs)
+    if as_json:
+        print(dumps(coverage, indent=2))
+        return 0
+    width = max((len(s.id) for s in specs), default=10)
+    for scenario_id, entry in coverage["scenarios"].items():
+        count = len(entry["expectations"])
+        done = count - len(entry["uncovered"])
+        missing = f"  uncovered: {', '.join(entry['uncovered'])}" if entry["uncovered"] else ""
+        print(f"{scenario_id:<{width}}  {done}/{count} expectations, {len(entry['controls'])} controls, "
+              f"{len(entry['exempt'])} exempt{missing}")
+    print(f"\ncoverage {coverage['coverage']:.1%} of {coverage['expectations']} expectations "
+          f"({coverage['exempt']} exempt)")
+    return 0
+
+
 def _describe(args) -> int:
     from dllab import registry
     from dllab.devices import missing_reason
@@ -129,18 +174,35 @@ def _describe(args) -> int:
         print("\nNotes:")
         for paragraph in spec.notes.split("\n\n"):
             print(wrap(paragraph))
-    print("\nParameters (full profile; quick overrides in brackets):")
-    for key, value in spec.params.items():
+    print("\nParameters (full profile; quick overrides in brackets; allowed values in parentheses):")
+    for key, param in spec.schema.items():
         quick = f"  [quick: {spec.quick[key]!r}]" if key in spec.quick else ""
-        print(f"  {key} = {value!r}{quick}")
-    print("\nExpectations:")
+        print(f"  {param.describe()}{quick}")
+    print("\nExpectations (quick bounds replace full ones in quick runs):")
     for key, bound in spec.expect.items():
         quick = f"  [quick: {spec.expect_quick[key].text}]" if key in spec.expect_quick else ""
         print(f"  {key} {bound.text}{quick}")
+        _print_measured(spec, key)
     for key, bound in spec.expect_quick.items():
         if key not in spec.expect:
             print(f"  {key} {bound.text}  (quick only)")
+            _print_measured(spec, key)
+    if spec.controls:
+        print("\nNegative controls (`run ID --control NAME --quick`: each mistake must break these):")
+        for control in spec.controls:
+            where = "" if control.frameworks == spec.frameworks else f" [{', '.join(control.frameworks)}]"
+            print(f"  {control.name}{where}: {control.mistake}")
+            print(f"    set {control.set}; breaks {', '.join(control.breaks)}")
+    for metric, reason in spec.exempt.items():
+        print(f"  exempt {metric}: {reason}")
     return 0
+
+
+def _print_measured(spec, key: str) -> None:
+    for table in ("expect", "expect_quick"):
+        if spec.measured.get(f"{table}.{key}"):
+            print(f"      measured ({'quick' if table == 'expect_quick' else 'full'}): "
+                  f"{spec.measured[f'{table}.{key}']}")
 
 
 def _print_result(result) -> None:
@@ -183,19 +245,42 @@ def _run(args) -> int:
     try:
         result = run_scenario(spec, seed=args.seed, framework=args.framework, device=args.device,
                               quick=args.quick, overrides=args.overrides,
-                              out_dir=args.out or args.resume, threads=args.threads, resume_from=args.resume)
+                              out_dir=args.out or args.resume, threads=args.threads, resume_from=args.resume,
+                              control=args.control)
     except SkipScenario as skip:
         print(f"dllab: {spec.id} cannot run here: {skip}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result.to_json(), indent=2, default=str))
+        from dllab.fileio import dumps
+
+        print(dumps(result.to_json(), indent=2))
     else:
         _print_result(result)
     if result.status == "failed" and args.verbose:
         print((Path(result.out_dir) / "traceback.txt").read_text(), file=sys.stderr)
     if result.status == "interrupted":
         return 130
+    if args.control:
+        return _control_verdict(spec, args.control, result)
     return 0 if result.expectations_met else 1
+
+
+def control_verdict(spec, name: str, result) -> tuple[bool, str]:
+    """Whether a control run was caught: it ran to the end and every expectation it promises to
+    break failed. A crash is not a catch (the bounds never saw the mistake)."""
+    control = spec.control(name)
+    if result.status != "ok":
+        return False, f"the run {result.status} ({result.error}); a control must run to the end"
+    held = [m for m in control.breaks if result.expect.get(m, {}).get("ok") is not False]
+    if held:
+        return False, f"still held: {', '.join(held)} (these checks are blind to: {control.mistake})"
+    return True, f"broke {', '.join(control.breaks)}"
+
+
+def _control_verdict(spec, name: str, result) -> int:
+    caught, detail = control_verdict(spec, name, result)
+    print(f"control {name}: {'caught' if caught else 'MISSED'} ({detail})")
+    return 0 if caught else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,48 @@ class ScenarioItem(pytest.Item):
         return str(excinfo.value)
 
 
+class ControlItem(pytest.Item):
+    """One negative control: the scenario run with its mistake (quick profile) must fail every
+    expectation the control promises to break, and must run to the end (a crash is no catch)."""
+
+    def __init__(self, *, spec, control, framework, device, **kwargs):
+        super().__init__(**kwargs)
+        self.spec, self.control, self.framework, self.device = spec, control, framework, device
+
+    def runtest(self):
+        import tempfile
+
+        from dllab.cli import control_verdict
+        from dllab.devices import missing_reason
+        from dllab.errors import SkipScenario
+        from dllab.runner import run_scenario
+
+        reason = missing_reason(self.framework, self.spec.requires)
+        if reason:
+            pytest.skip(reason)
+        with tempfile.TemporaryDirectory(prefix="dllab-control-") as tmp:
+            try:
+                result = run_scenario(self.spec, seed=0, framework=self.framework, device=self.device,
+                                      quick=True, out_dir=Path(tmp) / "run", control=self.control.name)
+            except SkipScenario as skip:
+                pytest.skip(str(skip))
+            skipped = [m for m in self.control.breaks if result.expect.get(m, {}).get("ok") is None
+                       and "skipped" in result.expect.get(m, {})]
+            if skipped and len(skipped) == len(self.control.breaks):
+                pytest.skip(f"every expectation of this control is skipped here: {skipped}")
+            caught, detail = control_verdict(self.spec, self.control.name, result)
+            if not caught:
+                pytest.fail(f"{self.spec.id} [{self.framework}] control {self.control.name!r} "
+                            f"({self.control.mistake}) not caught: {detail}\nmetrics: {result.metrics}",
+                            pytrace=False)
+
+    def reportinfo(self):
+        return self.spec.source, 0, f"dllab control {self.name}"
+
+    def repr_failure(self, excinfo):
+        return str(excinfo.value)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -k/-m selection, which then applies to these too
 def pytest_collection_modifyitems(session, config, items):
     if not config.getoption("--dllab-scenarios"):
@@ -112,6 +154,13 @@ def pytest_collection_modifyitems(session, config, items):
         name = f"scenario[{spec.id}-{framework}-{device}]"
         scenario_items.append(ScenarioItem.from_parent(session, name=name, spec=spec, framework=framework,
                                                        device=device, profile=profile, repeat=repeat))
+        if device != "cpu" or profile != "quick":
+            continue
+        for control in spec.controls:
+            if framework in control.frameworks:
+                name = f"control[{spec.id}-{framework}-{control.name}]"
+                scenario_items.append(ControlItem.from_parent(
+                    session, name=name, spec=spec, control=control, framework=framework, device=device))
     # The scenarios are the longest tests: first in line, so parallel workers finish together.
     items[:0] = scenario_items
 

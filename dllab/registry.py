@@ -10,6 +10,7 @@ of that folder. A clash of ids is an error naming both files.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import sys
@@ -23,6 +24,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from dllab.errors import ScenarioFileError, UsageError
+from dllab.params import Param, check_values, parse_schema
 
 FRAMEWORKS = ("numpy", "torch", "tensorflow", "keras")
 DEVICES = ("cpu", "cuda")
@@ -31,6 +33,7 @@ BUILTIN_DIR = Path(__file__).parent / "scenarios"
 _ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)*$")
 _BOUND = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_CONTROL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _RANGE = re.compile(r"^\s*([-+]?[\d.eE+-]+)\s*\.\.\s*([-+]?[\d.eE+-]+)\s*$")
 
 
@@ -41,7 +44,7 @@ class Bound:
     text: str
 
     def check(self, value: float | None) -> bool:
-        if value is None or value != value:  # missing or NaN never satisfies a bound
+        if value is None or not math.isfinite(value):  # missing, NaN or infinite: never satisfies
             return False
         match = _BOUND.match(self.text)
         if match:
@@ -80,6 +83,17 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Control:
+    """A negative control: the scenario run with one mistake, which must break `breaks`."""
+
+    name: str
+    mistake: str  # what is broken, in a reader's words
+    set: dict[str, Any]  # parameter overrides on top of the quick (or full) profile
+    breaks: tuple[str, ...]  # expectations that must fail under the mistake
+    frameworks: tuple[str, ...]  # where it applies (default: all of the scenario's)
+
+
+@dataclass(frozen=True)
 class ScenarioSpec:
     """A scenario as declared in its TOML file (see DESIGN.md, "The scenario contract")."""
 
@@ -100,6 +114,20 @@ class ScenarioSpec:
     summary: str = ""
     notes: str = ""
     claims: tuple[Claim, ...] = ()
+    schema: dict[str, Param] = field(default_factory=dict)
+    controls: tuple[Control, ...] = ()
+    exempt: dict[str, str] = field(default_factory=dict)  # expectation -> why no control breaks it
+    measured: dict[str, str] = field(default_factory=dict)  # "expect.x" / "expect_quick.x" -> pass rate
+
+    def control(self, name: str) -> Control:
+        """The control of that name, or a UsageError listing the controls."""
+        for control in self.controls:
+            if control.name == name:
+                return control
+        names = ", ".join(c.name for c in self.controls) or "none"
+        close = difflib.get_close_matches(name, [c.name for c in self.controls], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"{self.id} has no control {name!r}{hint} (controls: {names})")
 
     def resolved_params(self, quick: bool) -> dict[str, Any]:
         return {**self.params, **(self.quick if quick else {})}
@@ -131,7 +159,8 @@ def _str_list(data: dict, name: str, where: str, allowed: tuple = (), default=()
 
 _KNOWN = {
     "id", "title", "questions", "frameworks", "entry", "devices", "tags", "requires", "params",
-    "quick", "expect", "expect_quick", "volatile", "summary", "notes", "claims",
+    "quick", "expect", "expect_quick", "volatile", "summary", "notes", "claims", "controls",
+    "exempt",
 }
 
 
@@ -163,20 +192,18 @@ def parse_spec(data: dict, source: Path) -> ScenarioSpec:
     for framework, target in entry.items():
         if not isinstance(target, str) or not _ENTRY.match(target):
             raise ScenarioFileError(f"{where}: field 'entry' ({framework}) must be \"module:function\", got {target!r}")
-    params = _field(data, "params", dict, where, {})
-    quick = _field(data, "quick", dict, where, {})
-    for key in quick:
-        if key not in params:
-            raise ScenarioFileError(f"{where}: field 'quick.{key}' overrides no key of [params]")
-        if type(quick[key]) is not type(params[key]) and not (
-            isinstance(params[key], float) and isinstance(quick[key], int)
-        ):
-            raise ScenarioFileError(f"{where}: field 'quick.{key}' must have the type of params.{key}")
-    expect = {k: Bound.parse(v, f"{where}: field 'expect.{k}'") for k, v in _field(data, "expect", dict, where, {}).items()}
-    expect_quick = {
-        k: Bound.parse(v, f"{where}: field 'expect_quick.{k}'")
-        for k, v in _field(data, "expect_quick", dict, where, {}).items()
-    }
+    schema = parse_schema(_field(data, "params", dict, where, {}), where)
+    quick = check_values(schema, _field(data, "quick", dict, where, {}), f"{where}: field 'quick")
+    measured: dict[str, str] = {}
+    expect = _bounds(data, "expect", where, measured)
+    expect_quick = _bounds(data, "expect_quick", where, measured)
+    controls = _controls(data, where, frameworks, schema, {**expect, **expect_quick})
+    exempt = _field(data, "exempt", dict, where, {})
+    for metric, reason in exempt.items():
+        if metric not in expect and metric not in expect_quick:
+            raise ScenarioFileError(f"{where}: field 'exempt.{metric}' names no expectation")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ScenarioFileError(f"{where}: field 'exempt.{metric}' must be a written reason")
     claims = []
     for index, claim in enumerate(_field(data, "claims", list, where, [])):
         claim_where = f"{where}: field 'claims[{index}]'"
@@ -198,7 +225,7 @@ def parse_spec(data: dict, source: Path) -> ScenarioSpec:
         devices=_str_list(data, "devices", where, DEVICES, ("cpu",)),
         tags=_str_list(data, "tags", where),
         requires=_str_list(data, "requires", where),
-        params=params,
+        params={name: param.default for name, param in schema.items()},
         quick=quick,
         expect=expect,
         expect_quick=expect_quick,
@@ -206,7 +233,62 @@ def parse_spec(data: dict, source: Path) -> ScenarioSpec:
         summary=_field(data, "summary", str, where, "").strip(),
         notes=_field(data, "notes", str, where, "").strip(),
         claims=tuple(claims),
+        schema=schema,
+        controls=controls,
+        exempt={k: " ".join(v.split()) for k, v in exempt.items()},
+        measured=measured,
     )
+
+
+def _bounds(data: dict, table: str, where: str, measured: dict[str, str]) -> dict[str, Bound]:
+    """`[expect]` or `[expect_quick]`: each entry a bound text, or a table `{bound, measured}`
+    recording how the bound was measured (pass rate over seeds, worst margin)."""
+    bounds = {}
+    for key, value in _field(data, table, dict, where, {}).items():
+        field_where = f"{where}: field '{table}.{key}'"
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - {"bound", "measured"})
+            if unknown or "bound" not in value:
+                raise ScenarioFileError(f"{field_where} must be a bound or a table with 'bound' "
+                                        "and optionally 'measured'")
+            measured[f"{table}.{key}"] = _field(value, "measured", str, field_where, "")
+            value = value["bound"]
+        bounds[key] = Bound.parse(value, field_where)
+    return bounds
+
+
+def _controls(data: dict, where: str, frameworks: tuple, schema: dict, expectations: dict) -> tuple:
+    """The `[[controls]]` array: each names a mistake, how it is injected, what it must break."""
+    controls, names = [], set()
+    for index, raw in enumerate(_field(data, "controls", list, where, [])):
+        control_where = f"{where}: field 'controls[{index}]'"
+        if not isinstance(raw, dict):
+            raise ScenarioFileError(f"{control_where} must be a table")
+        unknown = sorted(set(raw) - {"name", "mistake", "set", "breaks", "frameworks"})
+        if unknown:
+            raise ScenarioFileError(f"{control_where}: unknown field '{unknown[0]}'")
+        name = _field(raw, "name", str, control_where)
+        if not _CONTROL_NAME.match(name) or name in names:
+            raise ScenarioFileError(f"{control_where}: field 'name' {name!r} must be unique, "
+                                    "lowercase words joined by '-'")
+        names.add(name)
+        overrides = check_values(schema, _field(raw, "set", dict, control_where, {}),
+                                 f"{control_where}: field 'set")
+        if not overrides:
+            raise ScenarioFileError(f"{control_where}: field 'set' must inject the mistake")
+        breaks = _str_list(raw, "breaks", control_where)
+        if not breaks:
+            raise ScenarioFileError(f"{control_where}: field 'breaks' must name an expectation")
+        for metric in breaks:
+            if metric not in expectations:
+                raise ScenarioFileError(f"{control_where}: field 'breaks' names {metric!r}, "
+                                        "which is no expectation of this scenario")
+        controls.append(Control(
+            name=name, mistake=" ".join(_field(raw, "mistake", str, control_where).split()),
+            set=overrides, breaks=breaks,
+            frameworks=_str_list(raw, "frameworks", control_where, frameworks, frameworks),
+        ))
+    return tuple(controls)
 
 
 def load_file(path: Path) -> ScenarioSpec:

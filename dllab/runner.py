@@ -7,6 +7,7 @@ atomically to `<run folder>/result.json`.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import json
@@ -29,6 +30,7 @@ import numpy as np
 from dllab import __version__
 from dllab.devices import default_device, keras_backend, missing_reason, resolve_device
 from dllab.errors import DllabError, SkipScenario, UsageError
+from dllab.fileio import strict_json, write_json_atomic
 from dllab.context import RunContext
 from dllab.registry import ScenarioSpec
 from dllab.seeding import seed_everything
@@ -57,15 +59,20 @@ class RunResult:
     error: str = ""
     keras_backend: str | None = None
     started: str = ""
+    control: str | None = None  # the negative control this run injected, if any
 
     @property
     def expectations_met(self) -> bool:
         return self.status == "ok" and all(e["ok"] is not False for e in self.expect.values())
 
     def to_json(self) -> dict[str, Any]:
+        """Strict JSON: a NaN or infinite metric is written as null, its value named in `nonfinite`."""
         data = {k: v for k, v in self.__dict__.items()}
         data["expectations_met"] = self.expectations_met
-        return data
+        nonfinite = {k: str(v) for k, v in self.metrics.items() if not math.isfinite(v)}
+        if nonfinite:
+            data["nonfinite"] = nonfinite
+        return strict_json(data)
 
 
 def fingerprint(metrics: dict[str, float], volatile: Iterable[str] = ()) -> str:
@@ -74,43 +81,58 @@ def fingerprint(metrics: dict[str, float], volatile: Iterable[str] = ()) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _coerce(key: str, text: str, default: Any) -> Any:
-    """Turn `--set key=text` into the type of the scenario's default value, or say what is wrong."""
-    kind = type(default)
-    try:
-        if kind is bool:
-            lowered = text.lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return lowered in ("true", "1", "yes")
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-        if kind is list:
-            value = json.loads(text)
-            if not isinstance(value, list):
-                raise ValueError
-            return value
-        return text
-    except ValueError:
-        example = {bool: "true or false", int: "an integer", float: "a number", list: "a JSON list"}[kind]
-        raise UsageError(f"--set {key}: expected {example} ({kind.__name__}), got {text!r}") from None
+MAX_SEED = 2**32 - 1
 
 
 def apply_overrides(spec: ScenarioSpec, params: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply `key=value` strings, each checked against a known key and its type."""
+    """Apply `key=value` strings, each parsed and checked by the scenario's parameter schema."""
     params = dict(params)
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise UsageError(f"--set {item!r}: expected key=value")
-        if key not in params:
-            known = ", ".join(sorted(params)) or "none"
-            raise UsageError(f"--set {key}: {spec.id} has no parameter {key!r} (known: {known})")
-        params[key] = _coerce(key, text.strip(), params[key])
+        if key not in spec.schema:
+            known = ", ".join(sorted(spec.schema)) or "none"
+            close = difflib.get_close_matches(key, list(spec.schema), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(f"--set {key}: {spec.id} has no parameter {key!r}{hint} (known: {known})")
+        params[key] = spec.schema[key].parse(text.strip(), f"--set {key}")
     return params
+
+
+def resolve_params(spec: ScenarioSpec, quick: bool, overrides: Iterable[str] = (),
+                   control: str | None = None) -> dict[str, Any]:
+    """The parameters of a run: the profile's, then the control's mistake, then `--set`; every
+    value checked against the schema (a Gymnasium id must be registered) before anything runs."""
+    params = spec.resolved_params(quick)
+    if control is not None:
+        params.update(spec.control(control).set)
+    params = apply_overrides(spec, params, overrides)
+    for key, param in spec.schema.items():
+        param.check_for_run(params[key], f"{spec.id}: parameter {key}")
+    return params
+
+
+def check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed {seed!r}: must be an integer in [0, {MAX_SEED}]")
+    return seed
+
+
+def resolve_threads(threads: Any) -> int:
+    """`--threads`, else `$DLLAB_THREADS`, else 1; between 1 and the CPU count of this machine."""
+    source, value = "--threads", threads
+    if value is None:
+        source, value = "DLLAB_THREADS", os.environ.get("DLLAB_THREADS", "1")
+    cores = os.cpu_count() or 1
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool) or not 1 <= number <= cores:
+        raise UsageError(f"{source} {value!r}: must be an integer in [1, {cores}] (the CPU count here)")
+    return number
 
 
 def choose_framework(spec: ScenarioSpec, framework: str | None) -> str:
@@ -164,17 +186,6 @@ def _remove_run_dir(folder: Path) -> None:
             parent.rmdir()
         except OSError:
             break
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def load_entry(target: str) -> Callable[..., dict]:
@@ -235,14 +246,19 @@ def run_scenario(
     threads: int | None = None,
     show_progress: bool | None = None,
     resume_from: Path | str | None = None,
+    control: str | None = None,
 ) -> RunResult:
     """Run one scenario and write its result.json. Bad input raises UsageError before any file
     is written (or, found by the scenario itself, with its run folder removed); a scenario that
     cannot run here raises SkipScenario and leaves nothing behind."""
+    seed = check_seed(seed)
+    params = resolve_params(spec, quick, overrides, control)
+    threads = resolve_threads(threads)
     framework = choose_framework(spec, framework)
+    if control is not None and framework not in spec.control(control).frameworks:
+        raise UsageError(f"{spec.id}: control {control!r} applies to "
+                         f"{', '.join(spec.control(control).frameworks)}, not {framework!r}")
     device = resolve_device(framework, device or default_device(), spec.devices)
-    params = apply_overrides(spec, spec.resolved_params(quick), overrides)
-    threads = int(threads or os.environ.get("DLLAB_THREADS", 1))
     created = out_dir is None
     out = new_run_dir(spec, framework, device, seed) if created else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -277,14 +293,14 @@ def run_scenario(
         if name in ctx.skipped_metrics and value is None:
             expect[name] = {"bound": bound.text, "value": None, "ok": None, "skipped": ctx.skipped_metrics[name]}
         else:
-            ok = bound.check(value) if not (value is None or math.isnan(value)) else False
+            ok = bound.check(value)
             expect[name] = {"bound": bound.text, "value": value, "ok": ok}
     result = RunResult(
         scenario=spec.id, seed=seed, framework=framework, device=device, profile=ctx.profile,
         status=status, metrics=metrics, expect=expect, versions=versions(), wall_s=round(wall, 3),
         fingerprint=fingerprint(metrics, spec.volatile), params=params, questions=list(spec.questions),
         out_dir=str(out), error=error, keras_backend=keras_backend() if framework == "keras" else None,
-        started=started,
+        started=started, control=control,
     )
     write_json_atomic(out / "result.json", result.to_json())
     return result
