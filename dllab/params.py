@@ -35,6 +35,12 @@ _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str:
                list: "a JSON list"}
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as it appears in a one-line error: its repr, shortened."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -102,7 +108,7 @@ class Param:
         problem = self._problem(value)
         if problem:
             unit = f" {self.unit}" if self.unit else ""
-            raise UsageError(f"{where}: {value!r} is {problem}; allowed: {self.allowed()}{unit}")
+            raise UsageError(f"{where}: {_show(value)} is {problem}; allowed: {self.allowed()}{unit}")
         return value
 
     def _check_type(self, value: Any, where: str) -> Any:
@@ -114,12 +120,13 @@ class Param:
             if self.numeric and not all(
                 _is_number(v) and (item_type is float or isinstance(v, int)) for v in value
             ):
-                raise UsageError(f"{where}: {value!r} must be a list of {_TYPE_NAMES[item_type]}s")
+                items = "integers" if item_type is int else "numbers"
+                raise UsageError(f"{where}: {_show(value)} must be a list of {items}; allowed: {self.allowed()}")
             return [float(v) if item_type is float else v for v in value]
         if type(value) is kind:
             return value
         raise UsageError(f"{where}: expected {_TYPE_NAMES.get(kind, kind.__name__)} "
-                         f"({kind.__name__}), got {value!r}")
+                         f"({kind.__name__}), got {_show(value)}")
 
     def _problem(self, value: Any) -> str:
         if self.choices is not None and value not in self.choices:
@@ -155,7 +162,7 @@ class Param:
         if self.kind == "gymnasium-id":
             problem = _gymnasium_problem(value)
             if problem:
-                raise UsageError(f"{where}: {value!r} is {problem}; allowed: {self.allowed()}")
+                raise UsageError(f"{where}: {_show(value)} is {problem}; allowed: {self.allowed()}")
         return value
 
     def parse(self, text: str, where: str) -> Any:
@@ -179,7 +186,7 @@ class Param:
                 value = text
         except (ValueError, RecursionError):
             raise UsageError(f"{where}: expected {_TYPE_NAMES[kind]} ({kind.__name__}), "
-                             f"got {text!r}") from None
+                             f"got {_show(text)}") from None
         return self.check(value, where)
 
     def describe(self) -> str:
