@@ -4,7 +4,9 @@ framework until a run needs it (so `dllab list` stays framework-free)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import sys
 
 from dllab.errors import UsageError
 
@@ -19,8 +21,21 @@ EXTRA_FOR_MODULE = {
 
 
 def keras_backend() -> str:
-    """The backend Keras 3 will use: `KERAS_BACKEND`, else Keras's own default, TensorFlow."""
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
+    """The backend Keras 3 uses. Once Keras is imported, Keras itself is asked; before, its own
+    rule is followed without importing it: `KERAS_BACKEND`, else the "backend" of
+    `$KERAS_HOME/keras.json` (default `~/.keras/keras.json`), else TensorFlow."""
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "backend"):
+        return keras.backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as handle:
+            backend = json.load(handle).get("backend")
+    except (OSError, ValueError, AttributeError):
+        backend = None
+    return backend if isinstance(backend, str) and backend else "tensorflow"
 
 
 def modules_for(framework: str) -> list[str]:

@@ -167,16 +167,11 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture
 def seeded():
-    """Seed Python and numpy (and torch, TF, Keras if imported) with 0 for a test's own code."""
-    import random
-    import sys
+    """Seed Python and numpy, and torch, TensorFlow and Keras where imported, with 0 for a test's
+    own code (`dllab.seeding.seed_imported`, the runner's seeding for each framework)."""
+    from dllab.seeding import seed_imported
 
-    import numpy as np
-
-    random.seed(0)
-    np.random.seed(0)
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(0)
+    seed_imported(0)
     return 0
 
 

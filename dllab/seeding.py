@@ -54,6 +54,19 @@ def seed_everything(seed: int, framework: str, threads: int = 1) -> None:
             _reset_keras_seed(seed)
 
 
+def seed_imported(seed: int = 0, threads: int = 1) -> None:
+    """`seed_everything` for whatever is already imported: Python and numpy always, then torch,
+    TensorFlow and Keras if this process has imported them (tests and benchmarks seed through
+    this one entry point too)."""
+    import sys
+
+    random.seed(seed)
+    np.random.seed(seed)
+    for framework in ("torch", "tensorflow", "keras"):
+        if framework in sys.modules:
+            seed_everything(seed, framework, threads)
+
+
 def _reset_keras_seed(seed: int) -> None:
     """What `keras.utils.set_random_seed` does for Keras's own generator, without the TensorFlow
     import it performs whenever TensorFlow is installed (seconds, on a torch-backend run)."""
