@@ -5,8 +5,11 @@ states as arrays) and `meta.json` (epoch, step, schedules, small RNG states). Bo
 without running code (`np.load(..., allow_pickle=False)`, `json`). Frameworks convert to numpy:
 torch `{k: v.detach().cpu().numpy()}`, Keras `model.get_weights()` / `optimizer.variables`.
 
-`save` writes into a temporary sibling folder and renames it into place, so an interrupt during
-the write leaves the previous checkpoint whole.
+`save` writes into a fresh temporary folder (`tempfile.mkdtemp` beside the target: a random
+name, created exclusively, so no planted link or other writer can be in it), then swaps it in
+with two renames: the current copy becomes `<name>.old`, the new one takes its place, and the old
+one is deleted. A kill between the two renames leaves only `<name>.old`; `load` then uses it, as
+it does when the main copy is missing or unreadable.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,41 +27,78 @@ import numpy as np
 from dllab.errors import UsageError
 
 
+def _fsynced(path: Path, write) -> None:
+    with open(path, "xb") as handle:  # "x": created exclusively
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _previous(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".old")
+
+
 def save(directory: Path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
     """Write one checkpoint folder atomically (the old one stays until the new one is complete)."""
     directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with open(tmp / "arrays.npz", "wb") as handle:
-        np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
-        handle.flush()
-        os.fsync(handle.fileno())
-    with open(tmp / "meta.json", "w") as handle:
-        json.dump(meta, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    old = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-    os.replace(tmp, directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(directory)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    try:
+        _fsynced(tmp / "arrays.npz", lambda h: np.savez(h, **{k: np.asarray(v) for k, v in arrays.items()}))
+        _fsynced(tmp / "meta.json", lambda h: h.write(json.dumps(meta).encode()))
+        old = _previous(directory)
+        if directory.is_dir() and not directory.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
-def load(directory: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """Read a checkpoint folder; a missing or malformed one is a one-line UsageError."""
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Temp folders left by a run killed during `save` (the run folder's lock says none is live)."""
+    for stale in directory.parent.glob(f".{directory.name}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _complete(directory: Path) -> bool:
+    return (directory.is_dir() and not directory.is_symlink() and (directory / "arrays.npz").is_file()
+            and (directory / "meta.json").is_file())
+
+
+def find(directory: Path) -> Path | None:
+    """The complete copy `load` would read first: the checkpoint itself, else its `.old` copy."""
     directory = Path(directory)
-    if not (directory / "arrays.npz").is_file() or not (directory / "meta.json").is_file():
-        raise UsageError(f"{directory}: not a dllab checkpoint (needs arrays.npz and meta.json)")
-    try:
-        with np.load(directory / "arrays.npz", allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = json.loads((directory / "meta.json").read_text())
-    except (ValueError, OSError) as error:
-        raise UsageError(f"{directory}: unreadable checkpoint: {error}") from None
+    return next((path for path in (directory, _previous(directory)) if _complete(path)), None)
+
+
+def _read(directory: Path) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(directory / "arrays.npz", allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads((directory / "meta.json").read_text())
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta.json holds a {type(meta).__name__}, not an object")
     return arrays, meta
+
+
+def load(directory: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a checkpoint folder, or its previous complete copy (`.old`) if the folder is missing
+    or unreadable; neither usable is a one-line UsageError."""
+    directory = Path(directory)
+    problem = "needs arrays.npz and meta.json"
+    for candidate in (directory, _previous(directory)):
+        if not _complete(candidate):
+            continue
+        try:
+            return _read(candidate)
+        except (ValueError, OSError, RecursionError, EOFError) as error:
+            problem = f"unreadable: {type(error).__name__}: {str(error)[:200]}"
+    raise UsageError(f"{directory}: not a usable dllab checkpoint ({problem})")
 
 
 def rng_state() -> tuple[dict[str, np.ndarray], dict]:

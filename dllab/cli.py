@@ -1,4 +1,4 @@
-"""`python -m dllab` (or `dllab`): list | describe | run | bench | report.
+"""`python -m dllab` (or `dllab`): list | describe | run | sweep | bench | report.
 
 Exit status: 0 ok, 1 an expectation failed or the scenario raised, 2 bad input (one line on
 stderr, no traceback), 130 interrupted.
@@ -52,16 +52,44 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="print the traceback of a failed scenario")
     run.add_argument("--json", action="store_true", help="print result.json instead of the table")
 
-    bench = sub.add_parser("bench", help="benchmark dllab against a reference implementation")
-    bench.add_argument("target", choices=["dqn"])
+    bench = sub.add_parser("bench", help="benchmark dllab against a reference implementation, or "
+                           "the sweep engine's throughput (bench sweep)")
+    bench.add_argument("target", choices=["dqn", "sweep"])
     bench.add_argument("--against", choices=["sb3"], default="sb3")
-    bench.add_argument("--env", default="CartPole-v1")
-    bench.add_argument("--seeds", type=int, default=5)
-    bench.add_argument("--steps", type=int, default=50_000)
+    bench.add_argument("--env", default=None,
+                       help="dqn: comma-separated env ids (default: CartPole-v1,Acrobot-v1,MountainCar-v0)")
+    bench.add_argument("--seeds", type=int, default=None, help="seeds per env (default: dqn 10, sweep 20)")
+    bench.add_argument("--seeds-from", type=int, default=0, metavar="N", help="first seed (default 0)")
+    bench.add_argument("--steps", type=int, default=None, help="dqn: env steps (default: the zoo's per env)")
+    bench.add_argument("--impl", default=None, help="dqn: comma-separated implementations among "
+                       "sb3, dllab, dllab-default, keras (default: sb3,dllab,dllab-default)")
     bench.add_argument("--threads", type=int, default=1)
     bench.add_argument("--seeds-batched", type=int, default=0, metavar="K",
                        help="also train K seeds of dllab's DQN as one batched computation")
+    bench.add_argument("--workers", type=int, default=None, help="Dask workers (default: the CPU count)")
+    bench.add_argument("--scheduler", default=None, help="dqn: a Dask scheduler address (default: embedded)")
+    bench.add_argument("--scenario", default="rl/q-learning-frozenlake", help="sweep: the scenario timed")
     bench.add_argument("--out", default="runs/bench")
+
+    sweep = sub.add_parser("sweep", help="many seeds and settings of a scenario on Dask, with IQM and "
+                           "bootstrap intervals")
+    sweep.add_argument("id")
+    sweep.add_argument("--seeds", default="0-9", help="seeds such as 0-99 or 0,3,5 (default 0-9)")
+    sweep.add_argument("--set", dest="grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="a parameter and its values; the grid is every combination (repeatable)")
+    sweep.add_argument("--framework", help="the scenario's framework (default: first installed)")
+    sweep.add_argument("--quick", action="store_true", help="the quick profile of the test matrix")
+    sweep.add_argument("--workers", type=int, help="local worker processes (default: the CPU count)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS",
+                       help="a Dask scheduler, e.g. tcp://host:8786 (default: $DASK_SCHEDULER_ADDRESS, "
+                            "else an embedded local cluster)")
+    sweep.add_argument("--out", metavar="DIR", help="sweep folder; give it again to resume "
+                       "(default: runs/sweeps/<id>/<time>)")
+    sweep.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+
+    check = sub.add_parser("check", help="check every scenario source (dllab's, plugins', "
+                           "$DLLAB_SCENARIO_PATH, PATHs): exit 2 on any problem")
+    check.add_argument("paths", nargs="*", metavar="PATH", help="more scenario folders or files to check")
 
     report = sub.add_parser("report", help="an HTML and Markdown page of every result under runs/")
     report.add_argument("runs_dir", nargs="?", default="runs")
@@ -224,25 +252,12 @@ def _print_result(result) -> None:
     print(f"result: {Path(result.out_dir) / 'result.json'}  fingerprint {result.fingerprint}")
 
 
-def _check_resume(folder: Path, scenario_id: str) -> None:
-    from dllab.errors import UsageError
-
-    try:
-        previous = json.loads((folder / "result.json").read_text())
-    except (OSError, ValueError):
-        raise UsageError(f"--resume {folder}: no readable result.json there (not a dllab run folder)") from None
-    if previous.get("scenario") != scenario_id:
-        raise UsageError(f"--resume {folder}: that folder holds a run of {previous.get('scenario')!r}, not {scenario_id!r}")
-
-
 def _run(args) -> int:
     from dllab import registry
     from dllab.runner import run_scenario
 
     spec = registry.get(args.id)
-    if args.resume:
-        _check_resume(Path(args.resume), spec.id)
-    try:
+    try:  # the runner checks --out and --resume folders (owner record, lock, checkpoint)
         result = run_scenario(spec, seed=args.seed, framework=args.framework, device=args.device,
                               quick=args.quick, overrides=args.overrides,
                               out_dir=args.out or args.resume, threads=args.threads, resume_from=args.resume,
@@ -283,6 +298,23 @@ def _control_verdict(spec, name: str, result) -> int:
     return 0 if caught else 1
 
 
+def _sweep(args) -> int:
+    from dllab.sweep import main as sweep_main
+
+    return sweep_main(args)
+
+
+def _check(args) -> int:
+    """Every scenario source parsed: one line per problem on stderr, exit 2 if there is any."""
+    from dllab import registry
+
+    specs, problems = registry.load_sources([Path(p) for p in args.paths])
+    for problem in problems:
+        print(f"dllab: {problem}", file=sys.stderr)
+    print(f"{len(specs)} scenarios; {len(problems)} problems")
+    return 2 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -293,9 +325,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "bench":
+            if args.target == "sweep":
+                from dllab.sweep_bench import main as sweep_bench_main
+
+                return sweep_bench_main(args)
             from dllab.rl.bench import main as bench_main
 
             return bench_main(args)
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "check":
+            return _check(args)
         if args.command == "report":
             from dllab.report import main as report_main
 

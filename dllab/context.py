@@ -78,11 +78,17 @@ class RunContext:
 
     def save_figure(self, figure, name: str) -> Path:
         """Save a matplotlib figure as a PNG artifact with fixed metadata (same run, same bytes)."""
+        import io
+
         import matplotlib.pyplot as plt
 
+        from dllab.fileio import write_bytes_atomic
+
         path = self.artifact(name if name.endswith(".png") else name + ".png")
-        figure.savefig(path, dpi=100, metadata={"Software": None})
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
         plt.close(figure)
+        write_bytes_atomic(path, buffer.getvalue())  # never through a link planted at `path`
         return path
 
     def record(self, **metrics: float) -> None:
@@ -102,8 +108,9 @@ class RunContext:
         return checkpoint.save(self.out_dir / "checkpoint", arrays, meta)
 
     def load_checkpoint(self) -> tuple[dict[str, np.ndarray], dict] | None:
-        """The checkpoint of the run being resumed (`--resume DIR`), or None for a fresh run."""
-        if self.resume_from is None or not (self.resume_from / "checkpoint").is_dir():
+        """The checkpoint of the run being resumed (`--resume DIR`), or None for a fresh run.
+        The runner has checked that the folder is this run's and holds a complete checkpoint."""
+        if self.resume_from is None:
             return None
         from dllab import checkpoint
 

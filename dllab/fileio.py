@@ -41,6 +41,7 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     path = Path(path)
     descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp's 0600, widened to what open() gives
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -52,6 +53,12 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:

@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -300,41 +300,117 @@ def load_file(path: Path) -> ScenarioSpec:
     return parse_spec(data, path)
 
 
-def scenario_dirs() -> list[tuple[str, Path]]:
-    """dllab's own folder, then one per `dllab.scenarios` entry point, as (origin, folder)."""
-    dirs = [("dllab", BUILTIN_DIR)]
+MAX_PLUGIN_FILE_BYTES = 2**20  # a scenario file of a plugin larger than this is skipped
+
+
+def _entry_point_dirs(problems: list[str]) -> list[tuple[str, Path]]:
+    """One folder per `dllab.scenarios` entry point; a broken one is described in `problems`."""
     from importlib.metadata import entry_points
 
+    dirs = []
     for point in entry_points(group=ENTRY_POINT_GROUP):
+        where = f"entry point {point.name!r} ({point.value}) of group {ENTRY_POINT_GROUP}"
         try:
             folder = Path(point.load()())
-        except Exception as error:  # a broken plugin must not hide dllab's own scenarios
-            raise ScenarioFileError(f"entry point {point.name!r} ({point.value}) failed: {error}") from None
-        if not folder.is_dir():
-            raise ScenarioFileError(f"entry point {point.name!r} ({point.value}) returned {folder}, not a folder")
-        dirs.append((point.value, folder))
+            is_folder = folder.is_dir()
+        except (Exception, SystemExit) as error:  # a plugin's own code: it may raise anything
+            problems.append(f"{where} failed: {type(error).__name__}: {error}")
+            continue
+        if not is_folder:
+            problems.append(f"{where} returned {str(folder)!r}, not a folder")
+            continue
+        dirs.append((where, folder))
+    return dirs
+
+
+def scenario_dirs(problems: list[str] | None = None) -> list[tuple[str, Path]]:
+    """dllab's own folder, then one per `dllab.scenarios` entry point, then each folder of
+    `$DLLAB_SCENARIO_PATH`, as (origin, folder). A plugin source that cannot be used is left
+    out and described in `problems` (a broken plugin must not hide dllab's own scenarios)."""
+    problems = [] if problems is None else problems
+    dirs = [("dllab", BUILTIN_DIR), *_entry_point_dirs(problems)]
     extra = os.environ.get("DLLAB_SCENARIO_PATH")
     for folder in filter(None, (extra or "").split(os.pathsep)):
+        try:
+            is_folder = Path(folder).is_dir()
+        except (OSError, ValueError):
+            is_folder = False
+        if not is_folder:
+            problems.append(f"DLLAB_SCENARIO_PATH: {folder!r} is not a folder")
+            continue
         dirs.append(("DLLAB_SCENARIO_PATH", Path(folder)))
     return dirs
+
+
+def _plugin_file(path: Path, problems: list[str]) -> ScenarioSpec | None:
+    """One scenario file of a plugin, or None with the reason in `problems`: never an exception,
+    whatever the file holds."""
+    try:
+        if not path.is_file():
+            problems.append(f"{path}: not a regular file")
+            return None
+        if path.stat().st_size > MAX_PLUGIN_FILE_BYTES:
+            problems.append(f"{path}: larger than {MAX_PLUGIN_FILE_BYTES} bytes (MAX_PLUGIN_FILE_BYTES)")
+            return None
+        return load_file(path)
+    except ScenarioFileError as error:
+        problems.append(str(error))
+    except UnicodeDecodeError as error:
+        problems.append(f"{path}: not valid TOML: not UTF-8 text ({error.reason} at byte {error.start})")
+    except (OSError, RecursionError, MemoryError) as error:
+        problems.append(f"{path}: cannot read it: {type(error).__name__}: {error}")
+    except Exception as error:  # the file broke dllab's parser: skip it, but say so
+        problems.append(f"{path}: not a valid scenario file ({type(error).__name__}: {error})")
+    return None
+
+
+def load_sources(extra: Iterable[Path] = ()) -> tuple[dict[str, ScenarioSpec], list[str]]:
+    """Every scenario of every source, and one line per problem with a plugin source (a folder,
+    a file, an entry point, an id clash). dllab's own files raise ScenarioFileError instead: a
+    broken built-in file is a bug of dllab and must fail loudly. `extra` adds folders or files
+    to check, as plugin sources."""
+    problems: list[str] = []
+    found: dict[str, ScenarioSpec] = {}
+    sources = scenario_dirs(problems) + [("check", Path(p)) for p in extra]
+    for origin, folder in sources:
+        builtin = origin == "dllab"
+        if not builtin and not (folder.is_dir() or folder.is_file()):
+            problems.append(f"{folder}: no such file or folder")
+            continue
+        paths = [folder] if folder.is_file() else sorted(folder.rglob("*.toml"))
+        for path in paths:
+            spec = load_file(path) if builtin else _plugin_file(path, problems)
+            if spec is None:
+                continue
+            if spec.id in found:
+                clash = f"scenario id {spec.id!r} is defined twice: {found[spec.id].source} and {path}"
+                if builtin:
+                    raise ScenarioFileError(clash)
+                problems.append(f"{clash} (the second is skipped)")
+                continue
+            found[spec.id] = spec
+    return dict(sorted(found.items())), [_one_line(problem) for problem in problems]
+
+
+def _one_line(text: str) -> str:
+    """A problem as one printable line (a plugin's error may hold newlines or escapes)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(text.split()))
 
 
 _CACHE: dict[str, ScenarioSpec] | None = None
 
 
 def load_all(refresh: bool = False) -> dict[str, ScenarioSpec]:
-    """All registered scenarios, keyed by id, sorted; cached after the first call."""
+    """All registered scenarios, keyed by id, sorted; cached after the first call. A bad plugin
+    source is skipped with one warning line on stderr (`python -m dllab check` exits 2 on it)."""
     global _CACHE
     if _CACHE is not None and not refresh:
         return _CACHE
-    found: dict[str, ScenarioSpec] = {}
-    for _, folder in scenario_dirs():
-        for path in sorted(folder.rglob("*.toml")):
-            spec = load_file(path)
-            if spec.id in found:
-                raise ScenarioFileError(f"scenario id {spec.id!r} is defined twice: {found[spec.id].source} and {path}")
-            found[spec.id] = spec
-    _CACHE = dict(sorted(found.items()))
+    _CACHE = None  # a failed refresh must not leave the previous registry in place
+    specs, problems = load_sources()
+    for problem in problems:
+        print(f"dllab: warning: skipped {problem}", file=sys.stderr)
+    _CACHE = specs
     return _CACHE
 
 

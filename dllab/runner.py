@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import reprlib
 import shutil
 import signal
 import sys
@@ -27,11 +28,11 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from dllab import __version__
+from dllab import __version__, runfolder
+from dllab.context import RunContext
 from dllab.devices import default_device, keras_backend, missing_reason, resolve_device
 from dllab.errors import DllabError, SkipScenario, UsageError
-from dllab.fileio import strict_json, write_json_atomic
-from dllab.context import RunContext
+from dllab.fileio import strict_json, write_json_atomic, write_text_atomic
 from dllab.registry import ScenarioSpec
 from dllab.seeding import seed_everything
 
@@ -249,8 +250,10 @@ def run_scenario(
     control: str | None = None,
 ) -> RunResult:
     """Run one scenario and write its result.json. Bad input raises UsageError before any file
-    is written (or, found by the scenario itself, with its run folder removed); a scenario that
-    cannot run here raises SkipScenario and leaves nothing behind."""
+    is written (or, found by the scenario itself, with its run folder put back as it was); a
+    scenario that cannot run here raises SkipScenario and leaves nothing behind. `resume_from`
+    continues that folder's run from its checkpoint, in that folder, if the folder's record
+    names exactly this run (scenario, framework, device, seed, profile, parameters, control)."""
     seed = check_seed(seed)
     params = resolve_params(spec, quick, overrides, control)
     threads = resolve_threads(threads)
@@ -259,48 +262,88 @@ def run_scenario(
         raise UsageError(f"{spec.id}: control {control!r} applies to "
                          f"{', '.join(spec.control(control).frameworks)}, not {framework!r}")
     device = resolve_device(framework, device or default_device(), spec.devices)
-    created = out_dir is None
-    out = new_run_dir(spec, framework, device, seed) if created else Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(spec=spec, seed=seed, framework=framework, device=device,
-                     profile="quick" if quick else "full", out_dir=out, threads=threads, params=params,
-                     resume_from=Path(resume_from) if resume_from else None, show_progress=show_progress)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    status, error, metrics = "ok", "", {}
-    start = time.perf_counter()
+    expected = runfolder.owner(spec.id, framework, keras_backend() if framework == "keras" else None,
+                               device, seed, "quick" if quick else "full", params, control)
+    folder, default = _claim_folder(spec, expected, out_dir, resume_from)
     try:
-        with _TerminateAsInterrupt():
-            function = load_entry(spec.entry[framework])
-            seed_everything(seed, framework, threads)
-            metrics = _numbers(function(ctx, **params))
-    except (SkipScenario, DllabError):  # cannot run here, or bad input found by the scenario itself
-        ctx.close()
-        if created:
-            _remove_run_dir(out)
-        raise
-    except KeyboardInterrupt:
-        status, metrics = "interrupted", dict(ctx.partial_metrics)
-    except Exception as exception:  # the scenario failed: record it, never crash the caller
-        status, metrics = "failed", dict(ctx.partial_metrics)
-        error = f"{type(exception).__name__}: {exception}"
-        (out / "traceback.txt").write_text(traceback.format_exc())
+        ctx = RunContext(spec=spec, seed=seed, framework=framework, device=device,
+                         profile=expected["profile"], out_dir=folder.path, threads=threads, params=params,
+                         resume_from=folder.path if resume_from is not None else None,
+                         show_progress=show_progress)
+        return _run_in(folder, default, ctx, control)
     finally:
-        ctx.close()
-    wall = time.perf_counter() - start
+        folder.release()
+
+
+def _claim_folder(spec: ScenarioSpec, expected: dict[str, Any], out_dir, resume_from):
+    """The locked run folder (and whether it is a default one under runs/): the resumed one, the
+    `--out` one, or a fresh one. Every refusal leaves the folder as it was."""
+    if resume_from is not None:
+        resume = Path(resume_from)
+        if out_dir is not None and os.path.realpath(out_dir) != os.path.realpath(resume):
+            raise UsageError(f"--out {out_dir} with --resume {resume}: a run resumes in its own folder "
+                             "(leave out --out)")
+        return runfolder.claim(resume, expected, resume=True), False
+    if out_dir is not None:
+        return runfolder.claim(Path(out_dir), expected, resume=False), False
+    fresh = new_run_dir(spec, expected["framework"], expected["device"], expected["seed"])
+    return runfolder.claim(fresh, expected, resume=False, created=fresh), True
+
+
+def _result(ctx: RunContext, control: str | None, status: str, metrics: dict[str, float],
+            error: str = "", wall: float = 0.0, started: str = "") -> RunResult:
+    spec, quick = ctx.spec, ctx.quick
     expect = {}
-    for name, bound in spec.expectations(quick).items():
+    bounds = spec.expectations(quick) if status != "running" else {}  # none checked while running
+    for name, bound in bounds.items():
         value = metrics.get(name)
         if name in ctx.skipped_metrics and value is None:
             expect[name] = {"bound": bound.text, "value": None, "ok": None, "skipped": ctx.skipped_metrics[name]}
         else:
-            ok = bound.check(value)
-            expect[name] = {"bound": bound.text, "value": value, "ok": ok}
-    result = RunResult(
-        scenario=spec.id, seed=seed, framework=framework, device=device, profile=ctx.profile,
+            expect[name] = {"bound": bound.text, "value": value, "ok": bound.check(value)}
+    return RunResult(
+        scenario=spec.id, seed=ctx.seed, framework=ctx.framework, device=ctx.device, profile=ctx.profile,
         status=status, metrics=metrics, expect=expect, versions=versions(), wall_s=round(wall, 3),
-        fingerprint=fingerprint(metrics, spec.volatile), params=params, questions=list(spec.questions),
-        out_dir=str(out), error=error, keras_backend=keras_backend() if framework == "keras" else None,
-        started=started, control=control,
+        fingerprint=fingerprint(metrics, spec.volatile) if status != "running" else "",
+        params=ctx.params, questions=list(spec.questions), out_dir=str(ctx.out_dir), error=error,
+        keras_backend=keras_backend() if ctx.framework == "keras" else None, started=started,
+        control=control,
     )
-    write_json_atomic(out / "result.json", result.to_json())
+
+
+def _run_in(folder: runfolder.RunFolder, default: bool, ctx: RunContext, control: str | None) -> RunResult:
+    """Write the owner record (status "running"), run the entry, replace the record with the
+    result. SIGKILL leaves the owner record and the last checkpoint: `--resume` continues."""
+    out, spec = folder.path, ctx.spec
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        write_json_atomic(out / runfolder.RECORD, _result(ctx, control, "running", {}, started=started).to_json())
+    except OSError as error:
+        folder.undo()
+        raise UsageError(f"{out}: cannot write result.json ({error.strerror or error})") from None
+    status, error, metrics = "ok", "", {}
+    start = time.perf_counter()
+    try:
+        with _TerminateAsInterrupt():
+            function = load_entry(spec.entry[ctx.framework])
+            seed_everything(ctx.seed, ctx.framework, ctx.threads)
+            metrics = _numbers(function(ctx, **ctx.params))
+    except (SkipScenario, DllabError):  # cannot run here, or bad input found by the scenario itself
+        ctx.close()
+        folder.undo()
+        if default:
+            _remove_run_dir(out)
+        raise
+    except KeyboardInterrupt:
+        status, metrics = "interrupted", dict(ctx.partial_metrics)
+    except (Exception, SystemExit) as exception:  # the scenario failed: record it, never crash the caller
+        status, metrics = "failed", dict(ctx.partial_metrics)
+        error = f"{type(exception).__name__}: {exception}"
+        if isinstance(exception, SystemExit):
+            error = f"SystemExit: the entry function called sys.exit({reprlib.repr(exception.code)})"
+        write_text_atomic(out / "traceback.txt", traceback.format_exc())
+    finally:
+        ctx.close()
+    result = _result(ctx, control, status, metrics, error, time.perf_counter() - start, started)
+    write_json_atomic(out / runfolder.RECORD, result.to_json())
     return result

@@ -85,73 +85,127 @@ def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
-def run(ctx, *, samples: int, features: int, l2: float, step: float, micro_batches: int) -> dict[str, float]:
+FAULTS = ("none", "detached-intermediate", "backward-ignores-upstream", "no-grad-missing",
+          "retain-graph-first", "grad-zeroed-between", "unscaled-micro-batches")
+
+
+class SmoothReLUIgnoringUpstream(SmoothReLU):
+    """The mistake: a backward that returns the local derivative, not grad_output times it."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return torch.sigmoid(x)
+
+
+def measure_gradient(weights, inputs, l2: float, step: float, fault: str) -> dict[str, float]:
+    """Autograd's gradient against the hand-derived formula and central finite differences;
+    `gradient_norm` (of autograd's gradient) shows the comparison is not between zeros."""
+    def loss_function(w):
+        hidden = torch.tanh(inputs @ w)
+        if fault == "detached-intermediate":  # cut out of the graph: autograd sees only the l2 term
+            hidden = hidden.detach()
+        return hidden.pow(2).mean() + 0.5 * l2 * w.pow(2).sum()
+
+    (autograd_gradient,) = torch.autograd.grad(loss_function(weights), weights)
+    analytic = tanh_loss_gradient(weights.detach(), inputs, l2)
+    numeric = central_differences(loss_function, weights.detach(), step)
+    return {"autograd_vs_analytic_max_abs": max_abs(autograd_gradient, analytic),
+            "autograd_vs_finite_differences_max_abs": max_abs(autograd_gradient, numeric),
+            "gradient_norm": float(autograd_gradient.norm())}
+
+
+def measure_custom_function(point, upstream, fault: str) -> dict[str, float]:
+    """A custom autograd.Function under gradcheck (its own finite differences) and against
+    autograd of the same formula, log(1 + e^x), with a non-uniform upstream gradient."""
+    function = SmoothReLUIgnoringUpstream if fault == "backward-ignores-upstream" else SmoothReLU
+    passed = torch.autograd.gradcheck(function.apply, (point,), eps=1e-6, atol=1e-7,
+                                      raise_exception=False)
+    (custom_gradient,) = torch.autograd.grad((function.apply(point) * upstream).sum(), point)
+    (builtin_gradient,) = torch.autograd.grad((torch.log1p(torch.exp(point)) * upstream).sum(), point)
+    return {"custom_function_gradcheck_passed": float(passed),
+            "custom_function_vs_autograd_max_abs": max_abs(custom_gradient, builtin_gradient)}
+
+
+def measure_no_grad(weights, inputs, l2: float, fault: str) -> dict[str, float]:
+    """torch.no_grad() records no graph: the output has no grad_fn, autograd saves no tensor
+    for a backward pass (counted by saved_tensors_hooks), and backward() through it fails."""
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.shape)
+        return tensor
+
+    mode = torch.enable_grad() if fault == "no-grad-missing" else torch.no_grad()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), mode:
+        untracked = tanh_loss(weights, inputs, l2)
+    try:
+        untracked.backward()
+        backward_failed = 0.0
+    except RuntimeError as error:  # "element 0 of tensors does not require grad and does not have a grad_fn"
+        if "does not require grad" not in str(error):
+            raise
+        backward_failed = 1.0
+    weights.grad = None
+    return {"no_grad_output_has_grad_fn": float(untracked.grad_fn is not None),
+            "no_grad_backward_failed": backward_failed,
+            "no_grad_saved_tensors": len(saved)}
+
+
+def measure_retain_graph(weights, inputs, l2: float, fault: str) -> dict[str, float]:
+    """The graph's saved tensors are freed by backward(): a second one fails unless the first
+    kept them (retain_graph=True); then the gradients accumulate to exactly twice the first."""
+    weights.grad = None
+    loss = tanh_loss(weights, inputs, l2)
+    loss.backward(retain_graph=fault == "retain-graph-first")
+    try:
+        loss.backward()
+        second_failed = 0.0
+    except RuntimeError as error:  # "Trying to backward through the graph a second time"
+        if "second time" not in str(error):
+            raise
+        second_failed = 1.0
+    weights.grad = None
+    loss = tanh_loss(weights, inputs, l2)
+    loss.backward(retain_graph=True)
+    first_gradient = weights.grad.clone()
+    if fault == "grad-zeroed-between":  # as optimizer.zero_grad() would: nothing accumulates
+        weights.grad = None
+    loss.backward()  # gradients accumulate into .grad: twice the first one
+    error = max_abs(weights.grad, 2 * first_gradient)
+    weights.grad = None
+    return {"second_backward_without_retain_failed": second_failed,
+            "retain_graph_accumulation_error": error}
+
+
+def measure_accumulation(weights, inputs, targets, micro_batches: int, fault: str) -> dict[str, float]:
+    """Gradients accumulated over micro-batches, each loss divided by their number, equal the
+    gradient of the whole batch's mean loss."""
+    weights.grad = None
+    divisor = 1 if fault == "unscaled-micro-batches" else micro_batches
+    for chunk, chunk_targets in zip(inputs.chunk(micro_batches), targets.chunk(micro_batches)):
+        (((chunk @ weights - chunk_targets) ** 2).mean() / divisor).backward()
+    accumulated = weights.grad.clone()
+    weights.grad = None
+    (full_batch,) = torch.autograd.grad(((inputs @ weights - targets) ** 2).mean(), weights)
+    return {"accumulated_vs_full_batch_max_abs": max_abs(accumulated, full_batch)}
+
+
+def run(ctx, *, samples: int, features: int, l2: float, step: float, micro_batches: int,
+        weight_scale: float = 0.5, fault: str = "none") -> dict[str, float]:
     """Scenario entry: every autograd figure against its independent reference."""
     if samples % micro_batches:
         raise ValueError(f"samples ({samples}) must be divisible by micro_batches ({micro_batches})")
     rng = ctx.rng()
     inputs = torch.tensor(rng.normal(size=(samples, features)), dtype=torch.float64)
     targets = torch.tensor(rng.normal(size=samples), dtype=torch.float64)
-    weights = torch.tensor(rng.normal(scale=0.5, size=features), dtype=torch.float64, requires_grad=True)
-
-    # 1. Autograd against the hand-derived gradient and against finite differences.
-    loss = tanh_loss(weights, inputs, l2)
-    loss.backward()
-    autograd_gradient = weights.grad.clone()
-    analytic = tanh_loss_gradient(weights.detach(), inputs, l2)
-    numeric = central_differences(lambda w: tanh_loss(w, inputs, l2), weights.detach(), step)
-
-    # 2. A custom Function: gradcheck (its own finite differences) and autograd of the same formula.
+    weights = torch.tensor(rng.normal(scale=1.0, size=features) * weight_scale, dtype=torch.float64,
+                           requires_grad=True)
     point = torch.tensor(rng.normal(scale=2.0, size=samples), dtype=torch.float64, requires_grad=True)
-    gradcheck_passed = torch.autograd.gradcheck(SmoothReLU.apply, (point,), eps=1e-6, atol=1e-7,
-                                                raise_exception=False)
-    (custom_gradient,) = torch.autograd.grad((SmoothReLU.apply(point) * targets).sum(), point)
-    (builtin_gradient,) = torch.autograd.grad((torch.log1p(torch.exp(point)) * targets).sum(), point)
-
-    # 3. no_grad records no graph: the output has no grad_fn and backward() through it fails.
-    with torch.no_grad():
-        untracked = tanh_loss(weights, inputs, l2)
-    try:
-        untracked.backward()
-        no_grad_backward_failed = 0.0
-    except RuntimeError:
-        no_grad_backward_failed = 1.0
-
-    # 4. The graph's saved tensors are freed after backward(): a second one fails unless retained.
-    weights.grad = None
-    loss = tanh_loss(weights, inputs, l2)
-    loss.backward()
-    try:
-        loss.backward()
-        second_backward_failed = 0.0
-    except RuntimeError:  # "Trying to backward through the graph a second time"
-        second_backward_failed = 1.0
-    weights.grad = None
-    loss = tanh_loss(weights, inputs, l2)
-    loss.backward(retain_graph=True)
-    first_gradient = weights.grad.clone()
-    loss.backward()  # gradients accumulate into .grad: twice the first one
-    retained_error = max_abs(weights.grad, 2 * first_gradient)
-
-    # 5. Accumulating micro-batch gradients (each loss scaled by 1/k) equals the full-batch gradient.
-    weights.grad = None
-    for chunk, chunk_targets in zip(inputs.chunk(micro_batches), targets.chunk(micro_batches)):
-        chunk_loss = ((chunk @ weights - chunk_targets) ** 2).mean() / micro_batches
-        chunk_loss.backward()
-    accumulated = weights.grad.clone()
-    (full_batch,) = torch.autograd.grad(((inputs @ weights - targets) ** 2).mean(), weights)
-
     return {
-        "autograd_vs_analytic_max_abs": max_abs(autograd_gradient, analytic),
-        "autograd_vs_finite_differences_max_abs": max_abs(autograd_gradient, numeric),
-        "gradient_norm": float(analytic.norm()),
-        "custom_function_gradcheck_passed": float(gradcheck_passed),
-        "custom_function_vs_autograd_max_abs": max_abs(custom_gradient, builtin_gradient),
-        "no_grad_output_has_grad_fn": float(untracked.grad_fn is not None),
-        "no_grad_backward_failed": no_grad_backward_failed,
-        "no_grad_value_difference": abs(float(untracked) - float(tanh_loss(weights, inputs, l2).detach())),
-        "second_backward_without_retain_failed": second_backward_failed,
-        "retain_graph_accumulation_error": retained_error,
-        "accumulated_vs_full_batch_max_abs": max_abs(accumulated, full_batch),
+        **measure_gradient(weights, inputs, l2, step, fault),
+        **measure_custom_function(point, targets, fault),
+        **measure_no_grad(weights, inputs, l2, fault),
+        **measure_retain_graph(weights, inputs, l2, fault),
+        **measure_accumulation(weights, inputs, targets, micro_batches, fault),
     }
-

@@ -6,9 +6,11 @@ batch, the gradients are summed across replicas (all-reduce), and every copy get
 Measured here with the same names as `distributed_torch`, in float64:
 
 - the gradients after the all-reduce, and the variable copies after several steps, are identical
-  on both replicas;
+  on both replicas (each copy is updated with its own replica's gradient, so only the all-reduce
+  keeps them equal);
 - they equal one device's gradients and weights trained on the whole batch;
-- each replica holds all the parameters and half the samples.
+- each replica's copies hold all the initial parameter values, and its input tensor half the
+  batch's rows (read back from each replica's own values).
 
 Logical devices can only be configured before TensorFlow initializes its runtime, so the
 measurement runs in a fresh `sys.executable` subprocess (this module run as a program) that
@@ -40,9 +42,44 @@ def make_problem(seed: int, batch: int, features: int, hidden: int) -> dict[str,
     }
 
 
+def split_inputs(strategy, problem: dict, world_size: int, fault: str):
+    """Each replica's rows of the batch, placed on its device (or a control's mistake)."""
+    batch = len(problem["inputs"])
+    share = batch // world_size
+
+    def rows(context):
+        replica = context.replica_id_in_sync_group
+        if fault == "whole-batch":  # the mistake: every replica trains on the whole batch
+            return slice(0, batch)
+        if fault == "same-shard":  # the mistake: the slice ignores the replica
+            replica = 0
+        return slice(replica * share, (replica + 1) * share)
+
+    return [strategy.experimental_distribute_values_from_function(
+        lambda context, key=key: tf_constant(problem[key][rows(context)])) for key in ("inputs", "targets")]
+
+
+def tf_constant(value):
+    import tensorflow as tf
+
+    return tf.constant(value)
+
+
+def local_values(strategy, values) -> list[np.ndarray]:
+    """One flat array per replica, from each replica's own copy of `values` (variables or tensors)."""
+    per_value = [strategy.experimental_local_results(v) for v in values]
+    return [np.concatenate([np.asarray(copies[r]).ravel() for copies in per_value])
+            for r in range(strategy.num_replicas_in_sync)]
+
+
 def measure(*, world_size: int, threads: int, seed: int, batch: int, features: int, hidden: int, steps: int,
-            learning_rate: float) -> dict:
-    """In a fresh process: split the CPU into logical devices, train mirrored and on one device."""
+            learning_rate: float, fault: str = "none") -> dict:
+    """In a fresh process: split the CPU into logical devices, train mirrored and on one device.
+
+    Each replica computes gradients on its rows; the all-reduce sums them; then every copy of each
+    variable is updated with the gradient *its own replica* holds (`extended.update` with
+    per-replica values). The copies stay identical, and equal one device on the whole batch, only
+    because the all-reduce made the gradients equal."""
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -62,56 +99,58 @@ def measure(*, world_size: int, threads: int, seed: int, batch: int, features: i
 
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(world_size)])
     with strategy.scope():
-        mirrored = [tf.Variable(problem[n], aggregation=tf.VariableAggregation.MEAN) for n in names]
-    share = batch // world_size
-    inputs = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(problem["inputs"][context.replica_id_in_sync_group * share:][:share]))
-    targets = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(problem["targets"][context.replica_id_in_sync_group * share:][:share]))
+        mirrored = [tf.Variable(problem[n]) for n in names]
+    if fault == "replicas-start-different":  # the mistake: each replica initialises its own copy
+        for variable in mirrored:
+            noise = strategy.experimental_distribute_values_from_function(
+                lambda context, v=variable: tf.random.stateless_normal(
+                    v.shape, seed=[seed, context.replica_id_in_sync_group], dtype=v.dtype)
+                * tf.cast(context.replica_id_in_sync_group, v.dtype))
+            strategy.extended.update(variable, lambda copy, n: copy.assign_add(n), args=(noise,))
+    initial = local_values(strategy, mirrored)
+    inputs, targets = split_inputs(strategy, problem, world_size, fault)
 
     @tf.function
     def mirrored_step(inputs, targets):
         def replica_step(inputs, targets):
             loss, gradients = loss_and_gradients(mirrored, inputs, targets)
-            gradients = tf.distribute.get_replica_context().all_reduce("sum", gradients)
-            for variable, gradient in zip(mirrored, gradients):
-                variable.assign_sub(learning_rate * gradient)
-            return loss, gradients, tf.shape(inputs)[0]
-        return strategy.run(replica_step, args=(inputs, targets))
+            if fault != "no-all-reduce":  # the mistake of control no-all-reduce: this line left out
+                gradients = tf.distribute.get_replica_context().all_reduce("sum", gradients)
+            return loss, gradients
+        loss, gradients = strategy.run(replica_step, args=(inputs, targets))
+        for variable, gradient in zip(mirrored, gradients):  # each copy with its replica's gradient
+            strategy.extended.update(variable, lambda copy, g: copy.assign_sub(learning_rate * g), args=(gradient,))
+        return loss, gradients
 
     single = [tf.Variable(problem[n]) for n in names]
     full_inputs, full_targets = tf.constant(problem["inputs"]), tf.constant(problem["targets"])
     replicas, reference = {}, {}
     for step in range(steps):
-        loss, gradients, samples = mirrored_step(inputs, targets)
+        loss, gradients = mirrored_step(inputs, targets)
         single_loss, single_gradients = loss_and_gradients(single, full_inputs, full_targets)
         for variable, gradient in zip(single, single_gradients):
             variable.assign_sub(learning_rate * gradient)
         if step == 0:
-            replicas["first_gradients"] = [np.concatenate([g.numpy().ravel() for g in per_replica])
-                                           for per_replica in zip(*[strategy.experimental_local_results(g)
-                                                                    for g in gradients])]
+            replicas["first_gradients"] = local_values(strategy, gradients)
             replicas["losses"] = [float(x) for x in strategy.experimental_local_results(loss)]
-            replicas["samples"] = [int(x) for x in strategy.experimental_local_results(samples)]
             reference["first_gradients"] = np.concatenate([g.numpy().ravel() for g in single_gradients])
             reference["loss"] = float(single_loss)
-    copies = [strategy.experimental_local_results(v) for v in mirrored]  # one copy per device
-    replicas["final_parameters"] = [np.concatenate([c[r].numpy().ravel() for c in copies]) for r in range(world_size)]
-    replicas["parameters"] = [sum(int(np.prod(c[r].shape)) for c in copies) for r in range(world_size)]
-    replicas["devices"] = sorted({c[r].device for c in copies for r in range(world_size)})
+    replicas["final_parameters"] = local_values(strategy, mirrored)
+    replicas["initial_parameters"] = initial
+    replicas["received_inputs"] = [np.asarray(x).tolist() for x in strategy.experimental_local_results(inputs)]
+    replicas["devices"] = sorted({c.device for v in mirrored for c in strategy.experimental_local_results(v)})
     reference["final_parameters"] = np.concatenate([v.numpy().ravel() for v in single])
+    reference["initial_parameters"] = np.concatenate([problem[n].ravel() for n in names])
     as_lists = lambda d: {k: [np.asarray(x).tolist() for x in v] if isinstance(v, list) else np.asarray(v).tolist()
                           for k, v in d.items()}
     return {"replicas": as_lists(replicas), "reference": as_lists(reference)}
 
 
 def run(ctx, *, world_size: int, batch: int, features: int, hidden: int, steps: int,
-        learning_rate: float, timeout_s: float) -> dict[str, float]:
-    if world_size < 2:
-        raise ValueError(f"world_size must be at least 2 to compare replicas, got {world_size}")
+        learning_rate: float, timeout_s: float, fault: str) -> dict[str, float]:
     result_file = ctx.artifact("mirrored/result.json")
     arguments = dict(world_size=world_size, threads=ctx.threads, seed=ctx.seed, batch=batch, features=features,
-                     hidden=hidden, steps=steps, learning_rate=learning_rate)
+                     hidden=hidden, steps=steps, learning_rate=learning_rate, fault=fault)
     env = {**os.environ, "OMP_NUM_THREADS": str(ctx.threads), "DLLAB_THREADS": str(ctx.threads),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(ctx.artifact("mirrored/log.txt"), "w") as log:
@@ -138,16 +177,20 @@ def run(ctx, *, world_size: int, batch: int, features: int, hidden: int, steps: 
     def versus_single(key: str) -> float:
         return float(np.abs(np.array(replicas[key]) - np.array(reference[key])[None]).max())
 
+    rows = {tuple(row): index for index, row in enumerate(make_problem(ctx.seed, batch, features, hidden)["inputs"].tolist())}
+    received = [{rows[tuple(row)] for row in inputs if tuple(row) in rows} for inputs in replicas["received_inputs"]]
+    held = np.array(replicas["initial_parameters"]) == np.array(reference["initial_parameters"])[None]
     return {
-        "world_size": len(replicas["samples"]),
+        "world_size": len(replicas["losses"]),
         "devices_used": len(replicas["devices"]),
         "grad_max_abs_diff_between_ranks": spread("first_gradients"),
         "params_max_abs_diff_between_ranks": spread("final_parameters"),
         "grad_vs_single_process_max_abs_diff": versus_single("first_gradients"),
         "params_vs_single_process_max_abs_diff": versus_single("final_parameters"),
         "loss_vs_single_process_abs_diff": abs(sum(replicas["losses"]) - reference["loss"]),
-        "params_per_rank_fraction": min(replicas["parameters"]) / len(reference["final_parameters"]),
-        "samples_per_rank_fraction": max(replicas["samples"]) / batch,
+        "params_per_rank_fraction": float(held.mean(axis=1).min()),
+        "samples_per_rank_fraction": max(map(len, received)) / batch,
+        "batch_coverage": len(set().union(*received)) / batch,
         "teardown_crashes": float(process.returncode != 0),  # the result arrived: a crash at exit is harmless
         "launch_attempts": 1,
     }
@@ -159,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, kind in (("world-size", int), ("threads", int), ("seed", int), ("batch", int), ("features", int),
                        ("hidden", int), ("steps", int), ("learning-rate", float)):
         parser.add_argument(f"--{name}", type=kind, required=True)
+    parser.add_argument("--fault", default="none")
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     result = measure(**args)

@@ -8,7 +8,9 @@ process applies the same update. Measured here with 2 processes on the gloo back
 - after `backward()` the gradients are identical, bit for bit, on every rank (synchronous);
 - they equal the gradient of one process on the whole batch, and so do the parameters after
   several optimizer steps (float64, tight tolerance);
-- each rank holds all the parameters and sees 1/world of the samples.
+- each rank holds all the parameters (read back from its own module after DDP's constructor,
+  which broadcasts rank 0's weights: the other ranks start from other random weights) and its
+  input tensor holds 1/world of the batch's rows, the ranks' rows together the whole batch.
 
 The worker (`worker`) is configured by the environment variables that `torchrun` sets (RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). The scenario starts the processes itself
@@ -59,14 +61,18 @@ def make_model(problem: dict[str, np.ndarray]) -> torch.nn.Module:
     return model
 
 
-def train(model, inputs, targets, *, steps: int, learning_rate: float) -> dict[str, list]:
-    """`steps` SGD steps on (inputs, targets); the gradients of the first step and the final weights."""
+def train(model, inputs, targets, *, steps: int, learning_rate: float, sync=None) -> dict[str, list]:
+    """`steps` SGD steps on (inputs, targets); the gradients of the first step and the final weights.
+    `sync()` (optional) is a context entered around each forward and backward pass."""
+    import contextlib
+
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     first_gradients, losses = None, []
     for _ in range(steps):
         optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(inputs), targets)
-        loss.backward()  # under DDP: returns after the all-reduce of every bucket
+        with sync() if sync else contextlib.nullcontext():  # DDP decides in forward whether to sync
+            loss = torch.nn.functional.mse_loss(model(inputs), targets)
+            loss.backward()  # under DDP: returns after the all-reduce of every bucket
         if first_gradients is None:
             first_gradients = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).tolist()
         optimizer.step()
@@ -75,14 +81,38 @@ def train(model, inputs, targets, *, steps: int, learning_rate: float) -> dict[s
             "final_parameters": torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist()}
 
 
+def rank_share(rank: int, world: int, batch: int, fault: str) -> slice:
+    """This rank's rows of the batch: its own 1/world slice (or a control's mistake)."""
+    if fault == "whole-batch":  # the mistake: every rank trains on the whole batch
+        return slice(0, batch)
+    if fault == "same-shard":  # the mistake: the slice ignores the rank
+        rank = 0
+    return slice(rank * batch // world, (rank + 1) * batch // world)
+
+
+def rank_model(problem: dict, rank: int, fault: str):
+    """The rank's DDP model. DDP broadcasts rank 0's parameters at construction, so every rank
+    starts from the same weights even when each built its own (here: rank > 0 from other
+    random weights, as independent processes would)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = make_model(problem)
+    if rank > 0:
+        generator = torch.Generator().manual_seed(1000 + rank)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    # the mistake of control replicas-start-different: DDP's initial broadcast switched off
+    return DistributedDataParallel(model, init_sync=fault != "replicas-start-different")
+
+
 def worker(out_dir: Path, *, seed: int, batch: int, features: int, hidden: int, steps: int,
-           learning_rate: float, timeout_s: float = 300.0) -> None:
+           learning_rate: float, timeout_s: float = 300.0, fault: str = "none") -> None:
     """One DDP process, configured by torchrun's environment variables. A rank whose peers never
     arrive gives up after `timeout_s` instead of gloo's default of 30 minutes."""
     from datetime import timedelta
 
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(int(os.environ.get("DLLAB_THREADS", "1")))
     dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
@@ -90,12 +120,14 @@ def worker(out_dir: Path, *, seed: int, batch: int, features: int, hidden: int, 
     if batch % world:
         raise ValueError(f"the batch of {batch} does not split evenly over {world} processes")
     problem = make_problem(seed, batch, features, hidden)
-    share = slice(rank * batch // world, (rank + 1) * batch // world)  # this rank's slice of the batch
-    model = DistributedDataParallel(make_model(problem))
-    result = train(model, torch.from_numpy(problem["inputs"][share]), torch.from_numpy(problem["targets"][share]),
-                   steps=steps, learning_rate=learning_rate)
-    result.update(rank=rank, world_size=world, samples=share.stop - share.start,
-                  parameters=sum(p.numel() for p in model.parameters()))
+    share = rank_share(rank, world, batch, fault)
+    model = rank_model(problem, rank, fault)
+    initial = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist()
+    inputs = torch.from_numpy(problem["inputs"][share])
+    # the mistake of control no-all-reduce: training under no_sync(), which skips the all-reduce
+    result = train(model, inputs, torch.from_numpy(problem["targets"][share]), steps=steps,
+                   learning_rate=learning_rate, sync=model.no_sync if fault == "no-all-reduce" else None)
+    result.update(rank=rank, world_size=world, initial_parameters=initial, received_inputs=inputs.tolist())
     out_dir.mkdir(parents=True, exist_ok=True)
     temporary = out_dir / f".rank{rank}.json.tmp"
     temporary.write_text(json.dumps(result))
@@ -184,21 +216,24 @@ def launch(out_dir: Path, *, world_size: int, threads: int, timeout: float, work
     raise RuntimeError(f"DDP workers gave no result in 3 attempts; last logs:\n{logs}")
 
 
-def run(ctx, *, world_size: int, batch: int, features: int, hidden: int, steps: int,
-        learning_rate: float, timeout_s: float) -> dict[str, float]:
-    if world_size < 2:
-        raise ValueError(f"world_size must be at least 2 to compare processes, got {world_size}")
-    if batch % world_size:
-        raise ValueError(f"the batch of {batch} does not split evenly over {world_size} processes")
-    worker_args = dict(seed=ctx.seed, batch=batch, features=features, hidden=hidden, steps=steps,
-                       learning_rate=learning_rate)
-    collected = launch(ctx.artifact("ddp"), world_size=world_size, threads=ctx.threads, timeout=timeout_s,
-                       worker_args=worker_args)
-    ranks = collected["ranks"]
-    problem = make_problem(ctx.seed, batch, features, hidden)
-    single = train(make_model(problem), torch.from_numpy(problem["inputs"]), torch.from_numpy(problem["targets"]),
-                   steps=steps, learning_rate=learning_rate)
+def holdings(ranks: list[dict], problem: dict) -> dict[str, float]:
+    """What each rank held and received, from its own tensors: the fraction of the model's initial
+    parameter values it held (1: a whole replica), the fraction of the batch's rows its input
+    tensor had, and the fraction of the batch that some rank received."""
+    reference = np.concatenate([problem[name].reshape(-1) for name in ("0.weight", "0.bias", "2.weight", "2.bias")])
+    held = min(float(np.mean(np.array(r["initial_parameters"]) == reference)) for r in ranks)
+    rows = {tuple(row): index for index, row in enumerate(problem["inputs"].tolist())}
+    received = [[rows[tuple(row)] for row in r["received_inputs"] if tuple(row) in rows] for r in ranks]
+    batch = len(problem["inputs"])
+    return {
+        "params_per_rank_fraction": held,
+        "samples_per_rank_fraction": max(len(set(indices)) for indices in received) / batch,
+        "batch_coverage": len(set().union(*map(set, received))) / batch,
+    }
 
+
+def agreement(ranks: list[dict], single: dict) -> dict[str, float]:
+    """Ranks against each other and against one process on the whole batch."""
     def spread(key: str) -> float:
         values = np.array([r[key] for r in ranks])
         return float(np.abs(values - values[0]).max())
@@ -207,18 +242,34 @@ def run(ctx, *, world_size: int, batch: int, features: int, hidden: int, steps: 
         return max(float(np.abs(np.array(r[key]) - np.array(single[key])).max()) for r in ranks)
 
     mean_rank_loss = np.mean([r["losses"][0] for r in ranks])  # equal slices: the mean of means
-    if collected["teardown_crashes"]:
-        print(f"note: {collected['teardown_crashes']} DDP worker(s) crashed at exit after handing back "
-              "their result (harmless; see ddp/*.log)", file=sys.stderr)
     return {
-        "world_size": ranks[0]["world_size"],
         "grad_max_abs_diff_between_ranks": spread("first_gradients"),
         "params_max_abs_diff_between_ranks": spread("final_parameters"),
         "grad_vs_single_process_max_abs_diff": versus_single("first_gradients"),
         "params_vs_single_process_max_abs_diff": versus_single("final_parameters"),
         "loss_vs_single_process_abs_diff": abs(float(mean_rank_loss) - single["losses"][0]),
-        "params_per_rank_fraction": min(r["parameters"] for r in ranks) / len(single["final_parameters"]),
-        "samples_per_rank_fraction": max(r["samples"] for r in ranks) / batch,
+    }
+
+
+def run(ctx, *, world_size: int, batch: int, features: int, hidden: int, steps: int,
+        learning_rate: float, timeout_s: float, fault: str) -> dict[str, float]:
+    if batch % world_size:
+        raise ValueError(f"the batch of {batch} does not split evenly over {world_size} processes")
+    worker_args = dict(seed=ctx.seed, batch=batch, features=features, hidden=hidden, steps=steps,
+                       learning_rate=learning_rate, fault=fault)
+    collected = launch(ctx.artifact("ddp"), world_size=world_size, threads=ctx.threads, timeout=timeout_s,
+                       worker_args=worker_args)
+    ranks = collected["ranks"]
+    problem = make_problem(ctx.seed, batch, features, hidden)
+    single = train(make_model(problem), torch.from_numpy(problem["inputs"]), torch.from_numpy(problem["targets"]),
+                   steps=steps, learning_rate=learning_rate)
+    if collected["teardown_crashes"]:
+        print(f"note: {collected['teardown_crashes']} DDP worker(s) crashed at exit after handing back "
+              "their result (harmless; see ddp/*.log)", file=sys.stderr)
+    return {
+        "world_size": len(ranks),
+        **agreement(ranks, single),
+        **holdings(ranks, problem),
         "teardown_crashes": collected["teardown_crashes"],
         "launch_attempts": collected["attempts"],
     }

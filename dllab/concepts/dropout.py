@@ -10,6 +10,8 @@ backprop".
 `dropout_torch` and `dropout_keras` each return one training-mode forward pass, the input
 gradient of sum(output * upstream) from that same pass, a second training-mode pass and an
 inference pass; `dropout_statistics` turns them into the figures checked for both frameworks.
+`fault` injects one mistake for a negative control (see the scenario file); "none" is the
+correct use of the layer.
 """
 
 from __future__ import annotations
@@ -17,34 +19,60 @@ from __future__ import annotations
 import numpy as np
 
 
-def dropout_torch(inputs: np.ndarray, upstream: np.ndarray, rate: float):
+FAULTS = ("none", "keep-probability", "unscaled", "no-eval-mode", "backward-new-mask",
+          "same-mask-each-pass")
+
+
+def layer_rate(rate: float, fault: str) -> float:
+    """The rate handed to the layer: p, or 1 - p under the mistake of TF 1's keep_prob."""
+    return 1.0 - rate if fault == "keep-probability" else rate
+
+
+def dropout_torch(inputs: np.ndarray, upstream: np.ndarray, rate: float, seed: int, fault: str = "none"):
     import torch
 
     x = torch.tensor(inputs, requires_grad=True)
-    layer = torch.nn.Dropout(rate)
+    layer = torch.nn.Dropout(layer_rate(rate, fault))
     layer.train()
-    output = layer(x)
-    (output * torch.tensor(upstream)).sum().backward()
-    second = layer(x).detach().numpy()
-    layer.eval()
+
+    def training_pass():
+        if fault == "same-mask-each-pass":  # the generator reseeded before every pass
+            torch.manual_seed(seed)
+        output = layer(x)
+        return output * (1 - rate) if fault == "unscaled" else output  # undoes the 1/(1-p)
+
+    output = training_pass()
+    graph_output = training_pass() if fault == "backward-new-mask" else output  # a second mask
+    (graph_output * torch.tensor(upstream)).sum().backward()
+    second = training_pass().detach().numpy()
+    if fault != "no-eval-mode":
+        layer.eval()
     inference = layer(x).detach().numpy()
     return output.detach().numpy(), x.grad.numpy(), second, inference
 
 
-def dropout_keras(inputs: np.ndarray, upstream: np.ndarray, rate: float, seed: int):
+def dropout_keras(inputs: np.ndarray, upstream: np.ndarray, rate: float, seed: int, fault: str = "none"):
     import keras
 
     from dllab.concepts.keras_autodiff import value_and_gradient
 
-    layer = keras.layers.Dropout(rate, seed=seed)
+    layer = keras.layers.Dropout(layer_rate(rate, fault), seed=seed)
+
+    def training_pass(x):
+        if fault == "same-mask-each-pass":  # a new layer with the same seed: the same mask
+            return keras.layers.Dropout(rate, seed=seed)(x, training=True)
+        output = layer(x, training=True)
+        return output * (1 - rate) if fault == "unscaled" else output  # undoes the 1/(1-p)
 
     def weighted_sum(x):
-        output = layer(x, training=True)
+        output = training_pass(x)
         return keras.ops.sum(output * keras.ops.convert_to_tensor(upstream)), output
 
     _, gradient, output = value_and_gradient(weighted_sum, inputs)
-    second = keras.ops.convert_to_numpy(layer(inputs, training=True))
-    inference = keras.ops.convert_to_numpy(layer(inputs, training=False))
+    if fault == "backward-new-mask":  # the output of another pass, with its own mask
+        output = keras.ops.convert_to_numpy(training_pass(inputs))
+    second = keras.ops.convert_to_numpy(training_pass(inputs))
+    inference = keras.ops.convert_to_numpy(layer(inputs, training=fault == "no-eval-mode"))
     return output, gradient, second, inference
 
 
@@ -85,11 +113,13 @@ def _inputs(ctx, units: int, rate: float) -> tuple[np.ndarray, np.ndarray]:
     return inputs, upstream
 
 
-def run_torch(ctx, *, units: int, rate: float) -> dict[str, float]:
+def run_torch(ctx, *, units: int, rate: float, fault: str = "none") -> dict[str, float]:
     inputs, upstream = _inputs(ctx, units, rate)
-    return dropout_statistics(inputs, upstream, rate, *dropout_torch(inputs, upstream, rate))
+    return dropout_statistics(inputs, upstream, rate,
+                              *dropout_torch(inputs, upstream, rate, ctx.seed, fault))
 
 
-def run_keras(ctx, *, units: int, rate: float) -> dict[str, float]:
+def run_keras(ctx, *, units: int, rate: float, fault: str = "none") -> dict[str, float]:
     inputs, upstream = _inputs(ctx, units, rate)
-    return dropout_statistics(inputs, upstream, rate, *dropout_keras(inputs, upstream, rate, ctx.seed))
+    return dropout_statistics(inputs, upstream, rate,
+                              *dropout_keras(inputs, upstream, rate, ctx.seed, fault))

@@ -39,15 +39,18 @@ IMPLEMENTATIONS = {
 }
 
 
-def available(keras_backends: str = "all") -> list[str]:
+def available(keras_backends: str = "all", implementations: str = "installed") -> list[str]:
     """The implementations installed here; `keras_backends="current"` keeps only the Keras backend
-    named by KERAS_BACKEND (default tensorflow), "all" every installed one."""
+    named by KERAS_BACKEND (default tensorflow), "all" every installed one; `implementations`
+    "torch", "tensorflow" or "keras" keeps only those (labels starting so)."""
     if keras_backends not in ("all", "current"):
         raise ValueError(f"keras_backends must be 'all' or 'current', got {keras_backends!r}")
     current = "keras_" + os.environ.get("KERAS_BACKEND", "tensorflow")
     return [label for label, (modules, _) in IMPLEMENTATIONS.items()
             if all(importlib.util.find_spec(m) is not None for m in modules)
-            and (keras_backends == "all" or not label.startswith("keras_") or label == current)]
+            and (keras_backends == "all" or not label.startswith("keras_") or label == current)
+            and (implementations == "installed" or label == implementations
+                 or label.startswith(f"{implementations}_"))]
 
 
 def make_problem(seed: int, hidden: int) -> dict[str, np.ndarray]:
@@ -95,7 +98,8 @@ def _read_line(process: subprocess.Popen, timeout: float) -> str:
 
 
 def measure_all(out_dir: Path, *, labels: list[str], build_problem, threads: int, warmup: int, steps: int,
-                learning_rate: float, timeout: float = 300) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+                learning_rate: float, timeout: float = 300,
+                fault: str = "none") -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """Start every implementation at once (they import their framework while `build_problem()`
     runs here and its result is handed to them as problem.npz), then time each alone.
     Returns the problem and {label: result, or {"error": log tail}}."""
@@ -109,7 +113,7 @@ def measure_all(out_dir: Path, *, labels: list[str], build_problem, threads: int
                 processes[label] = subprocess.Popen(
                     [sys.executable, "-m", "dllab.concepts.framework_performance_worker", f"--worker={label}",
                      f"--problem={problem_file}", f"--warmup={warmup}", f"--steps={steps}",
-                     f"--learning-rate={learning_rate}"],
+                     f"--learning-rate={learning_rate}", f"--fault={fault}"],
                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
         problem = build_problem()
         np.savez(out_dir / "problem.tmp.npz", **problem)
@@ -134,29 +138,39 @@ def measure_all(out_dir: Path, *, labels: list[str], build_problem, threads: int
     return problem, results
 
 
-def run(ctx, *, hidden: int, warmup: int, steps: int, learning_rate: float, keras_backends: str) -> dict[str, float]:
-    if warmup < 1 or steps < 2:
-        raise ValueError(f"need warmup >= 1 and steps >= 2, got {warmup} and {steps}")
-    labels = available(keras_backends)
+def loss_gaps(good: dict[str, dict], reference: np.ndarray) -> dict[str, float]:
+    """Each implementation's largest loss difference from the numpy reference, relative to the
+    first loss (infinite when it reported another number of steps)."""
+    return {label: float(np.abs(np.array(r["losses"]) - reference).max() / reference[0])
+            if len(r["losses"]) == len(reference) else float("inf") for label, r in good.items()}
+
+
+def run(ctx, *, hidden: int, warmup: int, steps: int, learning_rate: float, keras_backends: str,
+        implementations: str = "installed", fault: str = "none") -> dict[str, float]:
+    labels = available(keras_backends, implementations)
     if not labels:
         from dllab.errors import SkipScenario
 
-        raise SkipScenario("neither torch nor tensorflow is installed: pip install 'dllab[torch]' or 'dllab[tensorflow]'")
+        raise SkipScenario(f"no implementation installed for implementations={implementations!r}: "
+                           "pip install 'dllab[torch]' or 'dllab[tensorflow]'")
     problem, results = measure_all(ctx.artifact("workers/results.json").parent, labels=labels,
                                    build_problem=lambda: make_problem(ctx.seed, hidden), threads=ctx.threads,
-                                   warmup=warmup, steps=steps, learning_rate=learning_rate)
+                                   warmup=warmup, steps=steps, learning_rate=learning_rate, fault=fault)
     return summarize(ctx, results, numpy_losses(problem, warmup + steps, learning_rate))
 
 
 def summarize(ctx, results: dict[str, dict], reference: np.ndarray) -> dict[str, float]:
     """Loss agreement (fingerprinted) and timing/memory ratios to torch (volatile)."""
     good = {label: r for label, r in results.items() if "error" not in r}
-    gaps = {label: float(np.abs(np.array(r["losses"]) - reference).max() / reference[0]) for label, r in good.items()}
+    gaps = loss_gaps(good, reference)
     metrics = {
         "implementations_run": len(good),
         "implementations_failed": len(results) - len(good),
         "max_loss_relative_gap_vs_numpy": max(gaps.values(), default=float("nan")),
-        "loss_reduction": float(1 - reference[-1] / reference[0]),
+        "reference_loss_reduction": float(1 - reference[-1] / reference[0]),
+        # each implementation's own losses: its training lowered the loss
+        "min_loss_reduction": min((1 - r["losses"][-1] / r["losses"][0] for r in good.values()),
+                                  default=float("nan")),
     }
     for label, r in good.items():
         metrics[f"{label}_step_ms"] = r["step_ms"]

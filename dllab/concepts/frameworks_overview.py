@@ -25,6 +25,7 @@ import numpy as np
 
 from dllab.concepts import framework_performance as performance
 
+GAP_BOUND = 1e-6  # a backend "works" when its losses follow numpy this closely (the scenario's bound)
 GRAPH_CAPTURE = {"torch": "torch.compile, torch.fx, TorchScript", "tensorflow": "tf.function",
                  "keras_tensorflow": "tf.function (+ XLA with jit_compile)",
                  "keras_torch": "torch.compile with jit_compile=True", "keras_jax": "jax.jit"}
@@ -38,7 +39,8 @@ def installed_version(distribution: str) -> str | None:
 
 
 def keras_rejects(backend: str, threads: int) -> bool | None:
-    """Whether Keras refuses KERAS_BACKEND=`backend` (None when Keras is not installed)."""
+    """Whether Keras refuses KERAS_BACKEND=`backend` with its own message (None when Keras is
+    not installed)."""
     if importlib.util.find_spec("keras") is None:
         return None
     env = {**os.environ, "KERAS_BACKEND": backend, "OMP_NUM_THREADS": str(threads)}
@@ -60,11 +62,12 @@ def comparison_table(results: dict[str, dict], gaps: dict[str, float]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def overview_labels() -> list[str]:
-    """One process per installed framework: Keras on it when Keras is installed, else the framework itself."""
+def overview_labels(backends: str = "installed") -> list[str]:
+    """One process per installed framework (or only `backends`): Keras on it when Keras is
+    installed, else the framework itself."""
     installed = performance.available("all")
     labels = []
-    for backend in ("tensorflow", "torch", "jax"):
+    for backend in ("tensorflow", "torch", "jax") if backends == "installed" else (backends,):
         if f"keras_{backend}" in installed:
             labels.append(f"keras_{backend}")
         elif backend in installed:
@@ -72,22 +75,26 @@ def overview_labels() -> list[str]:
     return labels
 
 
-def run(ctx, *, hidden: int, warmup: int, steps: int, learning_rate: float) -> dict[str, float]:
-    labels = overview_labels()
+def run(ctx, *, hidden: int, warmup: int, steps: int, learning_rate: float, backends: str = "installed",
+        fault: str = "none") -> dict[str, float]:
+    labels = overview_labels(backends)
     if not labels:
         from dllab.errors import SkipScenario
 
-        raise SkipScenario("no deep-learning framework installed: pip install 'dllab[all]'")
+        raise SkipScenario(f"no deep-learning framework installed for backends={backends!r}: "
+                           "pip install 'dllab[all]'")
+    worker_fault = "none" if fault == "ask-for-an-installed-backend" else fault  # the workers' own
     problem, results = performance.measure_all(
         ctx.artifact("workers/results.json").parent, labels=labels, threads=ctx.threads, warmup=warmup,
-        steps=steps, learning_rate=learning_rate, build_problem=lambda: performance.make_problem(ctx.seed, hidden))
+        steps=steps, learning_rate=learning_rate, build_problem=lambda: performance.make_problem(ctx.seed, hidden),
+        fault=worker_fault)
     reference = performance.numpy_losses(problem, warmup + steps, learning_rate)
     good = {label: r for label, r in results.items() if "error" not in r}
-    gaps = {label: float(np.abs(np.array(r["losses"]) - reference).max() / reference[0]) for label, r in good.items()}
+    gaps = performance.loss_gaps(good, reference)
     ctx.artifact("comparison.md").write_text(comparison_table(results, gaps))
 
     keras_labels = [label for label in results if label.startswith("keras_")]
-    keras_working = [label for label in keras_labels if label in good and gaps[label] < 1e-4]
+    keras_working = [label for label in keras_labels if label in good and gaps[label] < GAP_BOUND]
     eager = [r["executes_eagerly"] for r in good.values()]
     metrics = {
         "frameworks_installed": sum(installed_version(d) is not None for d in ("torch", "tensorflow", "keras")),
@@ -99,7 +106,9 @@ def run(ctx, *, hidden: int, warmup: int, steps: int, learning_rate: float) -> d
         metrics["keras_backends_installed"] = len(keras_labels)
         metrics["keras_backends_working"] = len(keras_working)
         metrics["keras_backends_not_working"] = len(keras_labels) - len(keras_working)
-        metrics["keras_rejects_theano_backend"] = float(keras_rejects("theano", ctx.threads))
+        # The mistake: the refusal test asks for a backend Keras has.
+        asked = "tensorflow" if fault == "ask-for-an-installed-backend" else "theano"
+        metrics["keras_rejects_theano_backend"] = float(keras_rejects(asked, ctx.threads))
     else:
         for name in ("keras_backends_working", "keras_backends_not_working", "keras_rejects_theano_backend"):
             ctx.skip_metric(name, "Keras is not installed: pip install 'dllab[keras]'")

@@ -9,11 +9,17 @@ visual tool: the same TensorBoard.
 
 Every variant returns the same metrics: how many points were written and read back, the largest
 difference between them, whether the steps match, and whether the logged loss went down.
+`fault` injects one mistake for a negative control (see the scenario file); "none" is the
+correct program.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+
+FAULTS = ("none", "wrong-log-dir", "steps-from-one", "half-precision", "folders-swapped",
+          "gradient-ascent")
 
 
 def read_scalar_curves(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -34,12 +40,15 @@ def read_scalar_curves(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def compare(logs: list[tuple[Path, dict[str, list[tuple[int, float]]]]]) -> dict[str, float]:
+def compare(logs: list[tuple[Path, dict[str, list[tuple[int, float]]]]], fault: str = "none") -> dict[str, float]:
     """Read each log folder back with TensorBoard's reader and compare with what was written to
     it (tag -> [(step, value)]); the first tag of the first folder is the loss curve."""
     count_written = count_read = event_files = 0
     worst, steps_match = 0.0, True
     for log_dir, written in logs:
+        if fault == "wrong-log-dir":  # an (empty) sibling of the folder the writer was given
+            log_dir = Path(log_dir).with_name(Path(log_dir).name + "-elsewhere")
+            log_dir.mkdir(parents=True, exist_ok=True)
         read = read_scalar_curves(log_dir)
         event_files += len(list(Path(log_dir).rglob("events.out.tfevents.*")))
         for tag, points in written.items():
@@ -69,7 +78,7 @@ def digits_arrays(seed: int):
     return digits.train.flat(), digits.train.labels, digits.validation.flat(), digits.validation.labels
 
 
-def run_tensorflow(ctx, *, steps: int, learning_rate: float) -> dict[str, float]:
+def run_tensorflow(ctx, *, steps: int, learning_rate: float, fault: str = "none") -> dict[str, float]:
     import tensorflow as tf
 
     inputs, labels, _, _ = digits_arrays(ctx.seed)
@@ -84,15 +93,17 @@ def run_tensorflow(ctx, *, steps: int, learning_rate: float) -> dict[str, float]
                 logits = inputs @ weights + bias
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
             grad_w, grad_b = tape.gradient(loss, [weights, bias])
-            weights.assign_sub(learning_rate * grad_w)
-            bias.assign_sub(learning_rate * grad_b)
-            tf.summary.scalar("losses/train", loss, step=step)
+            sign = -1.0 if fault == "gradient-ascent" else 1.0
+            weights.assign_sub(sign * learning_rate * grad_w)
+            bias.assign_sub(sign * learning_rate * grad_b)
+            logged = tf.cast(loss, tf.float16) if fault == "half-precision" else loss
+            tf.summary.scalar("losses/train", logged, step=step + (fault == "steps-from-one"))
             written["losses/train"].append((step, float(loss)))
     writer.close()
-    return compare([(log_dir, written)])
+    return compare([(log_dir, written)], fault)
 
 
-def run_torch(ctx, *, steps: int, learning_rate: float) -> dict[str, float]:
+def run_torch(ctx, *, steps: int, learning_rate: float, fault: str = "none") -> dict[str, float]:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
@@ -101,7 +112,7 @@ def run_torch(ctx, *, steps: int, learning_rate: float) -> dict[str, float]:
     model = torch.nn.Linear(inputs.shape[1], 10)
     torch.nn.init.zeros_(model.weight)
     torch.nn.init.zeros_(model.bias)
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, maximize=fault == "gradient-ascent")
     log_dir = ctx.artifact("tensorboard_torch")
     writer = SummaryWriter(log_dir=str(log_dir))
     written = {"losses/train": []}
@@ -110,14 +121,15 @@ def run_torch(ctx, *, steps: int, learning_rate: float) -> dict[str, float]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        writer.add_scalar("losses/train", loss.item(), step)
+        logged = loss.half().item() if fault == "half-precision" else loss.item()
+        writer.add_scalar("losses/train", logged, step + (fault == "steps-from-one"))
         written["losses/train"].append((step, loss.item()))
     writer.add_histogram("weights", model.weight.detach(), steps)
     writer.close()
-    return compare([(log_dir, written)])
+    return compare([(log_dir, written)], fault)
 
 
-def run_keras(ctx, *, steps: int, learning_rate: float) -> dict[str, float]:
+def run_keras(ctx, *, steps: int, learning_rate: float, fault: str = "none") -> dict[str, float]:
     import importlib.util
 
     if importlib.util.find_spec("tensorflow") is None:
@@ -129,14 +141,18 @@ def run_keras(ctx, *, steps: int, learning_rate: float) -> dict[str, float]:
 
     inputs, labels, val_inputs, val_labels = digits_arrays(ctx.seed)
     model = keras.Sequential([keras.Input((inputs.shape[1],)), keras.layers.Dense(10, kernel_initializer="zeros")])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate), metrics=["accuracy"],
+    sign = -1.0 if fault == "gradient-ascent" else 1.0  # a negative rate climbs the loss
+    model.compile(optimizer=keras.optimizers.SGD(sign * learning_rate), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     log_dir = ctx.artifact("tensorboard_keras")
     callback = keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq="epoch")
     history = model.fit(inputs, labels, batch_size=len(labels), epochs=steps, shuffle=False, verbose=0,
                         validation_data=(val_inputs, val_labels), callbacks=[callback])
     logs = []
-    for folder, prefix in (("train", ""), ("validation", "val_")):
-        curves = {f"epoch_{name}": list(enumerate(history.history[prefix + name])) for name in ("loss", "accuracy")}
+    folders = ("validation", "train") if fault == "folders-swapped" else ("train", "validation")
+    first = 1 if fault == "steps-from-one" else 0  # epochs numbered as Keras prints them
+    for folder, prefix in zip(folders, ("", "val_")):
+        curves = {f"epoch_{name}": list(enumerate(history.history[prefix + name], start=first))
+                  for name in ("loss", "accuracy")}
         logs.append((log_dir / folder, curves))
-    return compare(logs)
+    return compare(logs, fault)

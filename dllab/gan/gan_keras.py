@@ -20,6 +20,7 @@ from keras import layers, ops
 
 from dllab.data.digits import load_digits
 from dllab.gan.evaluation import Evaluator
+from dllab.gan.faults import judged_digits, seed_noise_images
 
 ARCHITECTURES = ("mlp", "dcgan")
 
@@ -106,9 +107,11 @@ class GAN(keras.Model):
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.built = True  # both halves are built already; the GAN itself has no `call`
 
-    def compile(self, d_optimizer, g_optimizer, **kwargs):
+    def compile(self, d_optimizer, g_optimizer, combined_optimizer=None, **kwargs):
+        """`combined_optimizer` (a negative control) replaces the generator step by the seed's."""
         super().compile(**kwargs)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+        self.combined_optimizer = combined_optimizer
 
     @property
     def metrics(self):
@@ -129,14 +132,24 @@ class GAN(keras.Model):
         logits = self.discriminator(self.generator(self.noise(batch), training=True), training=True)
         return self.bce(ops.ones_like(logits), logits)
 
+    def seed_combined_loss(self, real, batch):
+        """The seed's `combined` = Model([noise, real], [D(G(noise)), D(real)]) fit to ones: with
+        the discriminator never frozen, its weights are trained by this loss too."""
+        real_logits = self.discriminator(real, training=True)
+        return self.generator_loss(batch) + self.bce(ops.ones_like(real_logits), real_logits)
+
     def train_step(self, data):
         real = data[0] if isinstance(data, (tuple, list)) else data
         batch = ops.shape(real)[0]
         fake = ops.stop_gradient(self.generator(self.noise(batch), training=True))
         d_loss = gradient_step(self.d_optimizer, lambda: self.discriminator_loss(real, fake),
                                self.discriminator.trainable_weights)
-        g_loss = gradient_step(self.g_optimizer, lambda: self.generator_loss(batch),
-                               self.generator.trainable_weights)
+        if self.combined_optimizer is not None:  # the seed's mistake, a negative control
+            g_loss = gradient_step(self.combined_optimizer, lambda: self.seed_combined_loss(real, batch),
+                                   self.generator.trainable_weights + self.discriminator.trainable_weights)
+        else:
+            g_loss = gradient_step(self.g_optimizer, lambda: self.generator_loss(batch),
+                                   self.generator.trainable_weights)
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
         return {metric.name: metric.result() for metric in self.metrics}
@@ -207,8 +220,8 @@ def load_checkpoint(saved, gan: GAN, keep_best: KeepBestGenerator) -> int:
     return meta["epoch"] + 1
 
 
-def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int,
-        learning_rate: float, beta_1: float, real_label: float, checkpoint_every: int) -> dict[str, float]:
+def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int, learning_rate: float,
+        beta_1: float, real_label: float, checkpoint_every: int, fault: str = "none") -> dict[str, float]:
     """Scenario entry: `fit()` on the training split, one epoch per call so that the batches
     come in the same seeded order as in the torch trainer (and a resumed run can continue
     exactly); keep the generator with the best validation FID, report its test FID beside the
@@ -226,8 +239,9 @@ def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int
     gan = GAN(generator, discriminator, latent_dim, real_label, seed=ctx.seed)
     gan.compile(d_optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1, epsilon=1e-8),
                 g_optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1, epsilon=1e-8),
-                jit_compile=False)
-    evaluator = Evaluator(ctx, digits, latent_dim)
+                combined_optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1, epsilon=1e-8)
+                if fault == "seed-combined" else None, jit_compile=False)
+    evaluator = Evaluator(ctx, judged_digits(digits, fault), latent_dim)
     keep_best = KeepBestGenerator(evaluator, generator)
     saved = ctx.load_checkpoint()
     if saved is None:
@@ -237,7 +251,8 @@ def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int
     for epoch in ctx.progress(range(first_epoch, epochs + 1), total=epochs - first_epoch + 1,
                               desc=f"{architecture} GAN (keras)"):
         order = np.random.default_rng([ctx.seed, 1, epoch]).permutation(len(train))
-        gan.fit(train[order], batch_size=batch_size, initial_epoch=epoch - 1, epochs=epoch, shuffle=False,
+        real = seed_noise_images(train.shape, ctx.seed, epoch) if fault == "seed-noise-as-real" else train
+        gan.fit(real[order], batch_size=batch_size, initial_epoch=epoch - 1, epochs=epoch, shuffle=False,
                 verbose=0, callbacks=[keep_best])
         if checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs):
             save_checkpoint(ctx, epoch, gan, keep_best)

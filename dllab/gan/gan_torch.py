@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from dllab.data.digits import load_digits
 from dllab.gan.evaluation import Evaluator
+from dllab.gan.faults import judged_digits, seed_noise_images
 
 ARCHITECTURES = ("mlp", "dcgan")
 
@@ -67,8 +68,9 @@ def init_weights(module: nn.Module) -> None:
 
 
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real: torch.Tensor,
-               latent_dim: int, real_label: float = 1.0) -> tuple[float, float]:
-    """One discriminator step, then one generator step; returns (d_loss, g_loss)."""
+               latent_dim: int, real_label: float = 1.0, combined_optimizer=None) -> tuple[float, float]:
+    """One discriminator step, then one generator step; returns (d_loss, g_loss).
+    `combined_optimizer` (a negative control) replaces the generator step by the seed's."""
     batch = real.shape[0]
     ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
 
@@ -79,12 +81,37 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real: torch.T
     d_loss.backward()
     d_optimizer.step()
 
+    if combined_optimizer is not None:
+        return d_loss.item(), seed_combined_step(generator, discriminator, combined_optimizer, real, latent_dim)
     fake = generator(torch.randn(batch, latent_dim))  # G step: make D call the fakes real
     g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
     g_optimizer.zero_grad()
     g_loss.backward()
     g_optimizer.step()
     return d_loss.item(), g_loss.item()
+
+
+def seed_combined_step(generator, discriminator, combined_optimizer, real: torch.Tensor, latent_dim: int) -> float:
+    """The seed's generator step, a negative control: `combined` = Model([noise, real],
+    [D(G(noise)), D(real)]) fit to ones by its own Adam over every weight, the discriminator's
+    included (never frozen), so it also learns to call generated images real."""
+    batch = real.shape[0]
+    ones = torch.ones(batch, 1)
+    loss = (F.binary_cross_entropy_with_logits(discriminator(generator(torch.randn(batch, latent_dim))), ones)
+            + F.binary_cross_entropy_with_logits(discriminator(real), ones))
+    combined_optimizer.zero_grad()
+    loss.backward()
+    combined_optimizer.step()
+    return loss.item()
+
+
+def real_images(train: torch.Tensor, order: torch.Tensor, start: int, batch_size: int, fault: str,
+                seed: int, epoch: int) -> torch.Tensor:
+    """The batch of "real" images: training digits, or (the seed's `real_imgs`, a negative
+    control) Gaussian noise N(0, 1) of the same shape, drawn per epoch from numpy as in Keras."""
+    if fault == "seed-noise-as-real":
+        return torch.from_numpy(seed_noise_images(train.shape, seed, epoch)[order[start:start + batch_size]])
+    return train[order[start:start + batch_size]]
 
 
 def sampler(generator: nn.Module):
@@ -122,8 +149,8 @@ def _load_optimizer(prefix: str, optimizer, arrays: dict[str, np.ndarray], group
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int,
-        learning_rate: float, beta_1: float, real_label: float, checkpoint_every: int) -> dict[str, float]:
+def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int, learning_rate: float,
+        beta_1: float, real_label: float, checkpoint_every: int, fault: str = "none") -> dict[str, float]:
     """Scenario entry: train on the training split, keep the generator with the best validation
     FID, report its test FID beside the real-vs-real floor. `checkpoint_every` epochs (0: never)
     a checkpoint is saved; `--resume` continues from it to the same final metrics."""
@@ -139,7 +166,9 @@ def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int
     best = {key: value.clone() for key, value in generator.state_dict().items()}
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=learning_rate, betas=(beta_1, 0.999))
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=learning_rate, betas=(beta_1, 0.999))
-    evaluator = Evaluator(ctx, digits, latent_dim)
+    combined_optimizer = torch.optim.Adam([*generator.parameters(), *discriminator.parameters()], lr=learning_rate,
+                                          betas=(beta_1, 0.999)) if fault == "seed-combined" else None
+    evaluator = Evaluator(ctx, judged_digits(digits, fault), latent_dim)
     generate = sampler(generator)
 
     first_epoch, saved = 1, ctx.load_checkpoint()
@@ -159,8 +188,9 @@ def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int
     for epoch in ctx.progress(range(first_epoch, epochs + 1), total=epochs - first_epoch + 1,
                               desc=f"{architecture} GAN (torch)"):
         order = torch.from_numpy(np.random.default_rng([ctx.seed, 1, epoch]).permutation(len(train)))
-        losses = [train_step(generator, discriminator, g_optimizer, d_optimizer, train[order[i:i + batch_size]],
-                             latent_dim, real_label) for i in range(0, len(train), batch_size)]
+        losses = [train_step(generator, discriminator, g_optimizer, d_optimizer,
+                             real_images(train, order, i, batch_size, fault, ctx.seed, epoch),
+                             latent_dim, real_label, combined_optimizer) for i in range(0, len(train), batch_size)]
         d_loss, g_loss = np.mean(losses, axis=0)
         if evaluator.epoch_end(epoch, generate, d_loss, g_loss):
             best = {key: value.clone() for key, value in generator.state_dict().items()}

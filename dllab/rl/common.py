@@ -151,14 +151,16 @@ def mlp_forward(weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
     return x @ weights[-2] + weights[-1]
 
 
-def evaluate(env_id: str, q_function, episodes: int, seed: int) -> np.ndarray:
+def evaluate(env_id: str, q_function, episodes: int, seed: int, epsilon: float = 0.0) -> np.ndarray:
     """Undiscounted returns of the greedy policy `argmax q_function(obs)` on `episodes` envs
-    seeded seed, seed+1, ... (stepped side by side; `q_function=None`: uniformly random policy)."""
+    seeded seed, seed+1, ... (stepped side by side; `q_function=None`: uniformly random policy).
+    `epsilon` > 0: epsilon-greedy instead (DQN's evaluation protocol in Mnih et al. 2015, 0.05),
+    so that a greedy policy's fixed point, such as an Acrobot left at rest, cannot hold it."""
     import gymnasium as gym
 
     envs = [gym.make(env_id) for _ in range(episodes)]
     observations = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
-    rng = np.random.default_rng(seed)
+    rng, explore = np.random.default_rng(seed), np.random.default_rng([seed, 3])
     returns, active = np.zeros(episodes), np.ones(episodes, dtype=bool)
     while active.any():
         live = np.flatnonzero(active)
@@ -166,6 +168,9 @@ def evaluate(env_id: str, q_function, episodes: int, seed: int) -> np.ndarray:
             actions = rng.integers(envs[0].action_space.n, size=len(live))
         else:
             actions = q_function(observations[live]).argmax(axis=1)
+        if epsilon > 0:
+            random = explore.random(len(live)) < epsilon
+            actions = np.where(random, explore.integers(envs[0].action_space.n, size=len(live)), actions)
         for i, action in zip(live, actions):
             observation, reward, terminated, truncated, _ = envs[i].step(int(action))
             observations[i] = observation
@@ -197,11 +202,19 @@ class TrainResult:
         return sum(v for k, v in self.timings.items() if k != "evaluation")
 
 
+FAULTS = ("none", "bootstrap-terminal")
+
+
 def train_loop(config: DQNConfig, learner, seed: int, *, threshold: float | None = None,
-               on_eval=None, checkpoint_every: int = 0, save=None, state=None) -> TrainResult:
+               on_eval=None, checkpoint_every: int = 0, save=None, state=None,
+               fault: str = "none") -> TrainResult:
     """Act, store, train and evaluate, timing each part. `threshold`: the return whose first
     periodic reach is the time to solve. `save(step, loop_state)` is called every
-    `checkpoint_every` steps (at phase boundaries); `state` continues a saved run exactly."""
+    `checkpoint_every` steps (at phase boundaries); `state` continues a saved run exactly.
+    `fault` "bootstrap-terminal" is a negative control: every transition is stored as not
+    terminated, so the TD target is r + gamma * max Q(s', a') at every step (the seed's formula)."""
+    if fault not in FAULTS:
+        raise ValueError(f"fault must be one of {', '.join(FAULTS)}, got {fault!r}")
     import gymnasium as gym
 
     env = gym.make(config.env_id)
@@ -248,7 +261,10 @@ def train_loop(config: DQNConfig, learner, seed: int, *, threshold: float | None
         stepped = time.perf_counter()
         next_observation, reward, terminated, truncated, _ = env.step(action)
         stored = time.perf_counter()
-        buffer.add(observation, action, reward, next_observation, terminated)
+        if fault == "bootstrap-terminal":  # negative control: a terminal state bootstraps too
+            buffer.add(observation, action, reward, next_observation, False)
+        else:
+            buffer.add(observation, action, reward, next_observation, terminated)
         observation = next_observation
         if terminated or truncated:
             observation, _ = env.reset()

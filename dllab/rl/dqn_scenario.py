@@ -4,20 +4,28 @@ env's own success threshold, plot the learning curve, and checkpoint for `--resu
 
 from __future__ import annotations
 
-from dllab.rl.common import env_sizes, eval_seed, evaluate, train_config, train_loop
+from dllab.rl.common import env_sizes, eval_seed, evaluate, mlp_forward, train_config, train_loop
+
+FINAL_EPSILON = 0.05  # the final evaluation's exploration rate (Mnih et al. 2015)
 
 VOLATILE = ["wall_s", "steps_per_s", "time_to_solve_s", "acting_s", "environment_s", "buffer_s",
             "gradient_s", "evaluation_s"]
 
 
 def run_scenario(ctx, learner_class, *, env_id: str, config: str, hidden: list, checkpoint_every: int = 0,
-                 **fields) -> dict[str, float]:
+                 fault: str = "none", **fields) -> dict[str, float]:
     """Train with the `config` ("zoo" or "default") configuration of `env_id`, some fields
     replaced (a TOML's params: total_steps, learning_rate, train_freq, ...), then measure.
-    `checkpoint_every` N: save a checkpoint every N env steps (resume with `dllab run --resume`)."""
+    `checkpoint_every` N: save a checkpoint every N env steps (resume with `dllab run --resume`).
+    `fault`: a negative control's mistake (see `dllab.rl.common.train_loop`)."""
     import gymnasium as gym
 
-    config = train_config(env_id, config, hidden=tuple(hidden), **fields)
+    from dllab.errors import UsageError
+
+    try:
+        config = train_config(env_id, config, hidden=tuple(hidden), **fields)
+    except ValueError as error:  # no such configuration, or an inconsistent one
+        raise UsageError(f"{ctx.spec.id}: {error}") from None
     sizes = env_sizes(env_id)
     threshold = gym.spec(config.env_id).reward_threshold
     config.eval_interval = config.eval_interval or max(config.train_freq, config.total_steps // 10)  # 0: auto
@@ -33,10 +41,13 @@ def run_scenario(ctx, learner_class, *, env_id: str, config: str, hidden: list, 
         ctx.record(last_eval_return=float(returns.mean()), last_eval_step=step)
 
     result = train_loop(config, learner, ctx.seed, threshold=threshold, on_eval=on_eval,
-                        checkpoint_every=checkpoint_every, save=save, state=state)
+                        checkpoint_every=checkpoint_every, save=save, state=state, fault=fault)
     for phase, loss in enumerate(result.losses):
         ctx.log_scalar("losses/td_loss", loss, phase)
     random_returns = evaluate(config.env_id, None, config.eval_episodes, eval_seed(ctx.seed))
+    weights = learner.acting_weights()
+    epsilon_returns = evaluate(config.env_id, lambda x: mlp_forward(weights, x), config.eval_episodes,
+                               eval_seed(ctx.seed), epsilon=FINAL_EPSILON)
     save_curve(ctx, result.curve, random_returns.mean(), threshold, config.env_id)
     mean, random_mean = float(result.eval_returns.mean()), float(random_returns.mean())
     timings = {f"{name}_s": seconds for name, seconds in result.timings.items()}
@@ -49,6 +60,9 @@ def run_scenario(ctx, learner_class, *, env_id: str, config: str, hidden: list, 
         # 0 = the random policy, 1 = the env's success threshold (both in this run's episodes)
         "normalized_score": (mean - random_mean) / (threshold - random_mean),
         "solved": float(mean >= threshold),
+        # the final network acting 0.05-greedy on the same episodes (a greedy fixed point cannot hold)
+        "epsilon_return_mean": float(epsilon_returns.mean()),
+        "epsilon_normalized_score": (float(epsilon_returns.mean()) - random_mean) / (threshold - random_mean),
         "best_periodic_return": max(point[1] for point in result.curve),
         # the best periodic greedy evaluation (a greedy policy early in training can lock into a
         # loop, e.g. an Acrobot left at rest, so single evaluations swing between good and floor)

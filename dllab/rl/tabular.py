@@ -103,20 +103,28 @@ def rollout_returns(env, policy: np.ndarray, episodes: int, seed: int) -> np.nda
     return returns
 
 
+FAULTS = ("none", "reward-only-target")
+
+
 def train_q_learning(env, episodes: int, gamma: float, alpha_start: float, alpha_end: float,
                      epsilon_start: float, epsilon_end: float, decay_fraction: float,
                      rng: np.random.Generator, seed: int, on_episode=None,
-                     q: np.ndarray | None = None, start_episode: int = 0) -> np.ndarray:
+                     q: np.ndarray | None = None, start_episode: int = 0,
+                     fault: str = "none") -> np.ndarray:
     """Epsilon-greedy Q-learning; epsilon and the learning rate decay over the first
-    `decay_fraction` of the episodes (epsilon linearly, alpha geometrically), then stay.
-    `q` and `start_episode` continue a checkpointed run (the env and rng restored by the caller)."""
+    `decay_fraction` of the episodes (epsilon linearly, alpha geometrically), then stay
+    (`alpha_start` 0: no learning at all, the untrained table's greedy policy).
+    `q` and `start_episode` continue a checkpointed run (the env and rng restored by the caller).
+    `fault` "reward-only-target" is a negative control: the TD target drops its bootstrap term."""
+    if fault not in FAULTS:
+        raise ValueError(f"fault must be one of {', '.join(FAULTS)}, got {fault!r}")
     n_states, n_actions = env.observation_space.n, env.action_space.n
     q = np.zeros((n_states, n_actions)) if q is None else q
     decay_episodes = max(1, int(decay_fraction * episodes))
     for episode in range(start_episode, episodes):
         progress = min(1.0, episode / decay_episodes)
         epsilon = epsilon_start + progress * (epsilon_end - epsilon_start)
-        alpha = alpha_start * (alpha_end / alpha_start) ** progress
+        alpha = alpha_start * (alpha_end / alpha_start) ** progress if alpha_start > 0 else 0.0
         state, _ = env.reset(seed=seed if episode == 0 else None)
         done, total = False, 0.0
         while not done:
@@ -127,6 +135,8 @@ def train_q_learning(env, episodes: int, gamma: float, alpha_start: float, alpha
                 action = int(rng.choice(np.flatnonzero(row == row.max())))
             next_state, reward, terminated, truncated, _ = env.step(action)
             target = reward + (0.0 if terminated else gamma * q[next_state].max())  # bootstrap unless terminal
+            if fault == "reward-only-target":  # negative control: r alone, no gamma * max Q(s', a')
+                target = reward
             q[state, action] += alpha * (target - q[state, action])
             state, total, done = next_state, total + reward, terminated or truncated
         if on_episode is not None:
@@ -137,18 +147,26 @@ def train_q_learning(env, episodes: int, gamma: float, alpha_start: float, alpha
 def q_learning(ctx, env_id: str, episodes: int, gamma: float, alpha_start: float, alpha_end: float,
                epsilon_start: float, epsilon_end: float, decay_fraction: float, eval_episodes: int,
                max_episode_steps: int = 0, log_every: int = 0,
-               checkpoint_every: int = 1000) -> dict[str, float]:
+               checkpoint_every: int = 1000, fault: str = "none") -> dict[str, float]:
     """Scenario entry: train, then compare the greedy policy with the exact optima.
     `max_episode_steps` 0 keeps the registered time limit (CliffWalking has none: give one);
     `log_every` 0 logs the training curve at 100 points.
-    Every `checkpoint_every` episodes the Q table and both RNG states (the agent's and the
-    env's) are saved, so `--resume` continues to exactly the metrics of an uninterrupted run."""
+    Every `checkpoint_every` episodes (0: never) the Q table and both RNG states (the agent's and
+    the env's) are saved, so `--resume` continues to exactly the metrics of an uninterrupted run.
+    `fault` injects a negative control's mistake into the update (see `train_q_learning`)."""
     import gymnasium as gym
 
+    from dllab.errors import UsageError
+
     env = gym.make(env_id, max_episode_steps=max_episode_steps or None)
+    if not hasattr(env.unwrapped, "P"):
+        raise UsageError(f"{env_id} has no transition table env.unwrapped.P (a toy-text env such as "
+                         "FrozenLake-v1 or Taxi-v4 has one)")
+    horizon = env.spec.max_episode_steps
+    if not horizon:
+        raise UsageError(f"{env_id} has no registered time limit: set max_episode_steps")
     env.action_space.seed(ctx.seed)
     model = tabular_model(env)
-    horizon = env.spec.max_episode_steps
     log_every = log_every or max(1, episodes // 100)
     rng, q, start_episode = ctx.rng(), None, 0
     saved = ctx.load_checkpoint()
@@ -176,12 +194,13 @@ def q_learning(ctx, env_id: str, episodes: int, gamma: float, alpha_start: float
             curve_x.append(done)
             curve_y.append(float(np.mean(recent)))
             recent.clear()
-        if done % checkpoint_every == 0 and done < episodes:
+        if checkpoint_every and done % checkpoint_every == 0 and done < episodes:
             ctx.save_checkpoint({"q": q}, {"episode": done, "agent_rng": rng.bit_generator.state,
                                            "env_rng": env.unwrapped.np_random.bit_generator.state})
 
     q = train_q_learning(env, episodes, gamma, alpha_start, alpha_end, epsilon_start, epsilon_end,
-                         decay_fraction, rng, ctx.seed, on_episode, q=q, start_episode=start_episode)
+                         decay_fraction, rng, ctx.seed, on_episode, q=q, start_episode=start_episode,
+                         fault=fault)
     bar.close()
     learned_policy = q.argmax(axis=1)
     _, optimal_policy = value_iteration(model, gamma)

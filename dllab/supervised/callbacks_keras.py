@@ -51,7 +51,7 @@ class HookRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.hooks.append("epoch_end")
         self.epoch_weights.append(weights(self.model))
-        self.val_losses.append(float(logs["val_loss"]))
+        self.val_losses.append(float(logs.get("val_loss", math.nan)))  # NaN: no validation this epoch
 
 
 def expected_hooks(epochs: int, train_steps: int, validation_steps: int) -> list[str]:
@@ -62,8 +62,22 @@ def expected_hooks(epochs: int, train_steps: int, validation_steps: int) -> list
     return ["train_begin"] + epoch * epochs + ["train_end"]
 
 
+def build_callbacks(ctx, schedule, recorder: HookRecorder, *, patience: int, monitor: str,
+                    restore_best_weights: bool, fault: str) -> tuple[list, keras.callbacks.EarlyStopping]:
+    """The four callbacks, in the order fit runs them; the control "recorder-before-scheduler"
+    puts the recorder first, so it reads the learning rate before the scheduler sets it."""
+    scheduler = keras.callbacks.LearningRateScheduler(schedule)
+    checkpoint = keras.callbacks.ModelCheckpoint(ctx.artifact("checkpoints/best.keras"), monitor="val_loss",
+                                                 save_best_only=True)
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience,
+                                            restore_best_weights=restore_best_weights)
+    first = [recorder, scheduler] if fault == "recorder-before-scheduler" else [scheduler, recorder]
+    return [*first, checkpoint, stopper], stopper
+
+
 def run(ctx, *, max_epochs: int, patience: int, train_size: int, hidden: int, batch_size: int,
-        learning_rate: float, decay: float) -> dict[str, float]:
+        learning_rate: float, decay: float, monitor: str = "val_loss", restore_best_weights: bool = True,
+        validation_freq: int = 1, fault: str = "none") -> dict[str, float]:
     digits = load_images(ctx.seed)
     if not 10 <= train_size <= len(digits.train):
         raise ValueError(f"train_size must lie in 10..{len(digits.train)}, got {train_size}")
@@ -78,13 +92,10 @@ def run(ctx, *, max_epochs: int, patience: int, train_size: int, hidden: int, ba
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     recorder = HookRecorder()
-    checkpoint_path = ctx.artifact("checkpoints/best.keras")
-    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    callbacks = [keras.callbacks.LearningRateScheduler(schedule), recorder,
-                 keras.callbacks.ModelCheckpoint(checkpoint_path, monitor="val_loss", save_best_only=True),
-                 stopper]
+    callbacks, stopper = build_callbacks(ctx, schedule, recorder, patience=patience, monitor=monitor,
+                                         restore_best_weights=restore_best_weights, fault=fault)
     fitted = model.fit(x, y, batch_size=batch_size, epochs=max_epochs, validation_data=(val_x, val_y),
-                       callbacks=callbacks, verbose=0)
+                       validation_freq=validation_freq, callbacks=callbacks, verbose=0)
     history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
     report_history(ctx, {k: v for k, v in history.items() if k != "learning_rate"}, "callbacks",
                    f"Keras ({backend()}): early stopping on val_loss")
@@ -92,9 +103,9 @@ def run(ctx, *, max_epochs: int, patience: int, train_size: int, hidden: int, ba
         ctx.log_scalar("charts/callbacks/learning_rate", rate, epoch + 1)
 
     epochs_run = len(recorder.val_losses)
-    best_epoch = int(np.argmin(recorder.val_losses))  # the first epoch with the lowest val_loss
+    best_epoch = int(np.nanargmin(recorder.val_losses))  # the first epoch with the lowest val_loss
     restored = weights(model)
-    checkpoint = keras.models.load_model(checkpoint_path, safe_mode=True)
+    checkpoint = keras.models.load_model(ctx.artifact("checkpoints/best.keras"), safe_mode=True)
     expected = expected_hooks(epochs_run, math.ceil(len(y) / batch_size), math.ceil(len(val_y) / batch_size))
     scheduled = np.float32([schedule(epoch) for epoch in range(epochs_run)])
     return {

@@ -11,20 +11,21 @@ import keras
 from keras import layers
 
 from dllab.supervised.common import (CONV_FILTERS, DENSE_UNITS, KERNEL, class_count, cnn_parameter_count,
-                                     load_images, logistic_regression_accuracy, report_history)
+                                     fed_digits, load_images, logistic_regression_accuracy, report_history)
 from dllab.supervised.keras_training import fit
 
 
-def build_cnn(height: int = 8, width: int = 8, classes: int = 10, channels: int = 1) -> keras.Model:
+def build_cnn(height: int = 8, width: int = 8, classes: int = 10, channels: int = 1,
+              conv_bias: bool = True) -> keras.Model:
     """The CNN, emitting logits. Layers up to "features" are the reusable base; "head" classifies."""
     if height % 4 or width % 4:
         raise ValueError(f"image size {height}x{width} must be divisible by 4 (two 2x2 poolings)")
     first, second = CONV_FILTERS
     return keras.Sequential([
         keras.Input((height, width, channels)),
-        layers.Conv2D(first, KERNEL, padding="same", activation="relu", name="conv1"),
+        layers.Conv2D(first, KERNEL, padding="same", activation="relu", use_bias=conv_bias, name="conv1"),
         layers.MaxPooling2D(2, name="pool1"),
-        layers.Conv2D(second, KERNEL, padding="same", activation="relu", name="conv2"),
+        layers.Conv2D(second, KERNEL, padding="same", activation="relu", use_bias=conv_bias, name="conv2"),
         layers.MaxPooling2D(2, name="pool2"),
         layers.Flatten(name="flatten"),
         layers.Dense(DENSE_UNITS, activation="relu", name="features"),
@@ -38,13 +39,16 @@ def compile_classifier(model: keras.Model, learning_rate: float) -> keras.Model:
     return model
 
 
-def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, data: str) -> dict[str, float]:
+def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, data: str,
+        fault: str = "none") -> dict[str, float]:
     digits = load_images(ctx.seed, data)
     height, width = digits.train.images.shape[1:]
     classes = class_count(digits)
-    model = compile_classifier(build_cnn(height, width, classes), learning_rate)
+    conv_bias = fault != "conv-without-bias"  # a control's mistake
+    model = compile_classifier(build_cnn(height, width, classes, conv_bias=conv_bias), learning_rate)
     validation = (digits.validation.images[..., None], digits.validation.labels)
-    history = fit(ctx, model, digits.train.images[..., None], digits.train.labels, validation,
+    train = fed_digits(digits, fault, ctx.seed).train
+    history = fit(ctx, model, train.images[..., None], train.labels, validation,
                   epochs=epochs, batch_size=batch_size, name="cnn", resumable=True)
     report_history(ctx, history, "cnn", f"Keras ({keras.backend.backend()}) CNN on {data}")
     test = model.evaluate(digits.test.images[..., None], digits.test.labels, verbose=0, return_dict=True)

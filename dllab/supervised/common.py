@@ -7,6 +7,8 @@ A training history is a dict of per-epoch lists, Keras-style: `loss`, `accuracy`
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from dllab.data.digits import Digits, load_digits
@@ -26,6 +28,30 @@ def load_images(seed: int, data: str = "digits") -> Digits:
     from dllab.data.user_files import load_user_images
 
     return load_user_images(data, seed)
+
+
+def shuffled_labels(labels: np.ndarray, seed: int) -> np.ndarray:
+    """The labels in a seeded random order, no longer matching their inputs (a new array)."""
+    return np.random.default_rng([seed, 11]).permutation(labels)
+
+
+def fed_digits(digits: Digits, fault: str, seed: int) -> Digits:
+    """The digits as the training pipeline feeds them to the network: unchanged (fault "none"),
+    or with a negative control's data mistake. References (baselines, hand computations) keep
+    using the digits as loaded."""
+    if fault == "labels-shuffled":  # images and labels shuffled separately: labels no longer match
+        train = replace(digits.train, labels=shuffled_labels(digits.train.labels, seed))
+        return replace(digits, train=train)
+    if fault == "columns-as-steps":  # (batch, features, time): the columns read as time steps
+        return Digits(*(replace(split, images=np.ascontiguousarray(split.images.transpose(0, 2, 1)))
+                        for split in (digits.train, digits.validation, digits.test)))
+    return digits
+
+
+def class_sorted_orders(labels: np.ndarray, epochs: int) -> list[np.ndarray]:
+    """A negative control's mistake: the training set never shuffled, stored by class (all the
+    0s, then all the 1s, ...), the same order every epoch."""
+    return [np.argsort(labels, kind="stable") for _ in range(epochs)]
 
 
 def class_count(digits: Digits) -> int:
@@ -101,7 +127,7 @@ def report_history(ctx, history: dict[str, list[float]], name: str, title: str =
 
 def summarize_cells(metrics: dict[str, float], cells, digits: Digits, seed: int) -> dict[str, float]:
     """Add the RNN scenario's summary: the worst cell's accuracy against an in-run logistic
-    regression, and the largest difference between the two tensor layouts."""
+    regression, and the largest difference of any cell's logits from the hand recurrence."""
     baseline = logistic_regression_accuracy(digits.train.images, digits.train.labels,
                                             digits.test.images, digits.test.labels, seed)
     worst = min(metrics[f"{cell}_test_accuracy"] for cell in cells)

@@ -10,7 +10,7 @@ The same MLP (64 pixels -> Dense 64 relu -> Dense 10), from the same initial wei
 
 Measured: each variant's test accuracy and their spread (they must land in the same band), and
 that the overridden `train_step`, fed the same batches in the same order as the built-in one,
-ends with the same weights (it is the same arithmetic, written out).
+ends with the same weights (the hand-written step does the built-in step's arithmetic).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from dllab.supervised.common import epoch_orders, load_images, report_history
+from dllab.supervised.common import class_sorted_orders, epoch_orders, fed_digits, load_images, report_history
 from dllab.supervised.keras_training import accuracy, backend, max_difference, weights
 
 
@@ -57,6 +57,13 @@ class CustomStepMLP(keras.Sequential):
     """`fit` calls this `train_step` per batch: forward, loss, gradients, update, metrics, written
     out by hand for each backend (TensorFlow: GradientTape; torch: autograd's backward)."""
 
+    fault = "none"  # "logits-as-probabilities": a negative control's mistake in the loss
+
+    def step_loss(self, x, y, y_pred):
+        if self.fault == "logits-as-probabilities":  # from_logits=True forgotten
+            return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, y_pred))
+        return self.compute_loss(x=x, y=y, y_pred=y_pred)
+
     def train_step(self, data):
         x, y = data
         if backend() == "torch":
@@ -64,7 +71,7 @@ class CustomStepMLP(keras.Sequential):
 
             self.zero_grad()
             y_pred = self(x, training=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
+            loss = self.step_loss(x, y, y_pred)
             loss.backward()
             gradients = [v.value.grad for v in self.trainable_weights]
             with torch.no_grad():
@@ -74,7 +81,7 @@ class CustomStepMLP(keras.Sequential):
 
             with tf.GradientTape() as tape:
                 y_pred = self(x, training=True)
-                loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
+                loss = self.step_loss(x, y, y_pred)
             self.optimizer.apply(tape.gradient(loss, self.trainable_weights), self.trainable_weights)
         for metric in self.metrics:
             if metric.name == "loss":
@@ -87,17 +94,21 @@ def build_mlp(kind=keras.Sequential, hidden: int = 64, classes: int = 10, pixels
     return model
 
 
-def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, data: str) -> dict[str, float]:
-    digits = load_images(ctx.seed, data)
+def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, data: str,
+        fault: str = "none") -> dict[str, float]:
+    digits = fed_digits(load_images(ctx.seed, data), fault, ctx.seed)
     x, y = digits.train.flat(), digits.train.labels
     validation = (digits.validation.flat(), digits.validation.labels)
     steps = -(-len(y) // batch_size)
     orders = epoch_orders(ctx.seed, len(y), epochs)
+    if fault == "class-sorted":  # a control's mistake: the batches come class by class
+        orders = class_sorted_orders(y, epochs)
     initial = weights(build_mlp(pixels=x.shape[1], classes=int(y.max()) + 1))
 
     def train(name, source, kind=keras.Sequential, **fit_args):
         model = build_mlp(kind, pixels=x.shape[1], classes=int(y.max()) + 1)
         model.set_weights(initial)
+        model.fault = fault
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         fitted = model.fit(*source, epochs=epochs, validation_data=validation, verbose=0, **fit_args)

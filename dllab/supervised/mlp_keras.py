@@ -14,29 +14,31 @@ import numpy as np
 from keras import layers
 
 from dllab.data.tabular import FEATURE_COUNT, load_breast_cancer_8
-from dllab.supervised.common import report_history
+from dllab.supervised.common import report_history, shuffled_labels
 
 
-def build_mlp(features: int = FEATURE_COUNT) -> keras.Model:
+def build_mlp(features: int = FEATURE_COUNT, use_bias: bool = True) -> keras.Model:
     """The seed's network: Dense(12, relu) - Dense(8, relu) - Dense(1, sigmoid)."""
     return keras.Sequential([
         keras.Input((features,)),
-        layers.Dense(12, activation="relu"),
-        layers.Dense(8, activation="relu"),
-        layers.Dense(1, activation="sigmoid"),
+        layers.Dense(12, activation="relu", use_bias=use_bias),
+        layers.Dense(8, activation="relu", use_bias=use_bias),
+        layers.Dense(1, activation="sigmoid", use_bias=use_bias),
     ], name="mlp")
 
 
-def run(ctx, *, epochs: int, batch_size: int, learning_rate: float) -> dict[str, float]:
+def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, fault: str = "none") -> dict[str, float]:
     table = load_breast_cancer_8(ctx.seed)
     train, validation, test = table.train, table.validation, table.test
-    model = build_mlp()
+    labels = shuffled_labels(train.labels, ctx.seed) if fault == "labels-shuffled" else train.labels
+    model = build_mlp(use_bias=fault != "no-bias")  # the negative controls' mistakes
     model.compile(loss="binary_crossentropy", optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
-    fitted = model.fit(train.features, train.labels, epochs=epochs, batch_size=batch_size, verbose=0,
+    fitted = model.fit(train.features, labels, epochs=epochs, batch_size=batch_size, verbose=0,
                        validation_data=(validation.features, validation.labels))
     history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
     report_history(ctx, history, "mlp", f"Keras ({keras.backend.backend()}) 12-8-1 MLP, breast cancer (8 features)")
-    evaluated = model.evaluate(test.features, test.labels, verbose=0, return_dict=True)
+    evaluated_on = train if fault == "evaluate-on-train" else test  # the right split: test
+    evaluated = model.evaluate(evaluated_on.features, evaluated_on.labels, verbose=0, return_dict=True)
     probabilities = np.asarray(model.predict(test.features, verbose=0)).reshape(-1)
     predicted_accuracy = float(np.mean((probabilities > 0.5) == (test.labels == 1)))
 

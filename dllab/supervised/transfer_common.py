@@ -46,6 +46,25 @@ def source_and_target(seed: int) -> tuple[Digits, Digits]:
     return Digits(*(split_classes(s, SOURCE) for s in parts)), Digits(*(split_classes(s, TARGET) for s in parts))
 
 
+def pretraining_source(seed: int, source: Digits, fault: str, rng: np.random.Generator) -> Digits:
+    """The source task, or a control's mistake: `source_includes_target` pretrains on all ten
+    digits (the target classes leak into the source); `source_labels_shuffled` pretrains on
+    labels permuted across the training images."""
+    if fault == "source_includes_target":
+        return load_digits(seed)
+    if fault == "source_labels_shuffled":
+        return Digits(Split(source.train.images, rng.permutation(source.train.labels)),
+                      source.validation, source.test)
+    return source
+
+
+def labels_off_by_one(train_arms: "TrainArms", classes: int) -> "TrainArms":
+    """A control's mistake: every few-shot label replaced by the next class (ids off by one)."""
+    def shifted(samples: Split, learning_rate: float, init_seed: int):
+        return train_arms(Split(samples.images, (samples.labels + 1) % classes), learning_rate, init_seed)
+    return shifted
+
+
 def few_shots(split: Split, shots: int, rng: np.random.Generator) -> Split:
     """`shots` images per class, drawn without replacement."""
     if shots < 1:
@@ -81,35 +100,51 @@ TrainArms = Callable[[Split, float, int], dict[str, tuple[float, float]]]
 Features = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
+def draw_and_train(ctx, train: Split, train_arms: TrainArms, arms: tuple, count: int,
+                   learning_rates: list[float], draws: int, stream: int) -> tuple[dict, dict, list]:
+    """`draws` draws of `count` images per class from `train`, every arm trained on each with every
+    learning rate; per arm, the test accuracies (one per draw) at the learning rate with the best
+    mean validation accuracy (the first on ties), and that learning rate. Also the draws."""
+    runs = {arm: {lr: [] for lr in learning_rates} for arm in arms}
+    drawn = []
+    for draw in ctx.progress(range(draws), total=draws, desc=f"{count} shots"):
+        samples = few_shots(train, count, ctx.rng(stream + 1000 * count + draw))
+        drawn.append(samples)
+        for lr in learning_rates:
+            for arm, result in train_arms(samples, lr, ctx.seed * 1000 + draw).items():
+                runs[arm][lr].append(result)
+    tests, chosen = {}, {}
+    for arm in arms:
+        chosen[arm] = max(learning_rates, key=lambda lr: np.mean([v for v, _ in runs[arm][lr]]))
+        tests[arm] = [t for _, t in runs[arm][chosen[arm]]]
+    return tests, chosen, drawn
+
+
 def compare(ctx, target: Digits, train_arms: TrainArms, features: Features, *, shots: list[int],
             learning_rates: list[float], draws: int) -> dict[str, float]:
-    """Run every arm on `draws` draws of each number of shots; learning rates chosen on validation."""
+    """Run every arm on `draws` draws of each number of shots; learning rates chosen on validation.
+    `supervised_minus_scratch_shots{K}` (with its bootstrap interval) is frozen - scratch per draw."""
+    from dllab.supervised.selfsup_common import difference_metrics
+
     test_features = {"pixels": target.test.images, **features(target.test.images)}
     metrics: dict[str, float] = {}
     advantages: dict[str, list[float]] = {arm: [] for arm in ARMS[1:]}
     for count in shots:
-        runs = {arm: {lr: [] for lr in learning_rates} for arm in ARMS}
-        probes = {name: [] for name in PROBES}
-        for draw in ctx.progress(range(draws), total=draws, desc=f"{count} shots"):
-            samples = few_shots(target.train, count, ctx.rng(1000 * count + draw))
-            for lr in learning_rates:
-                for arm, result in train_arms(samples, lr, ctx.seed * 1000 + draw).items():
-                    runs[arm][lr].append(result)
-            sample_features = {"pixels": samples.images, **features(samples.images)}
-            for name in PROBES:
-                probes[name].append(probe_accuracy(sample_features[name], samples.labels,
-                                                   test_features[name], target.test.labels))
-        tests = {}
-        for arm in ARMS:  # the learning rate with the best mean validation accuracy (first on ties)
-            chosen = max(learning_rates, key=lambda lr: np.mean([v for v, _ in runs[arm][lr]]))
-            tests[arm] = [t for _, t in runs[arm][chosen]]
+        tests, chosen, drawn = draw_and_train(ctx, target.train, train_arms, ARMS, count,
+                                              learning_rates, draws, stream=0)
+        for arm in ARMS:
             metrics[f"{arm}_accuracy_{count}shot"] = float(np.mean(tests[arm]))
-            metrics[f"{arm}_learning_rate_{count}shot"] = chosen
+            metrics[f"{arm}_learning_rate_{count}shot"] = chosen[arm]
             ctx.log_scalar(f"charts/{arm}_accuracy", metrics[f"{arm}_accuracy_{count}shot"], count)
         for arm in advantages:
             advantages[arm] += [t - s for t, s in zip(tests[arm], tests["scratch"])]
+        differences = [t - s for t, s in zip(tests["frozen"], tests["scratch"])]
+        metrics.update(difference_metrics(f"supervised_minus_scratch_shots{count}", differences,
+                                          ctx.rng(7000 + count)))
         for name in PROBES:
-            metrics[f"probe_{name}_accuracy_{count}shot"] = float(np.mean(probes[name]))
+            metrics[f"probe_{name}_accuracy_{count}shot"] = float(np.mean([
+                probe_accuracy({"pixels": s.images, **features(s.images)}[name], s.labels,
+                               test_features[name], target.test.labels) for s in drawn]))
         ctx.record(**metrics)
     for arm, values in advantages.items():
         metrics.update({f"{arm}_advantage_min": min(values), f"{arm}_advantage_mean": float(np.mean(values)),

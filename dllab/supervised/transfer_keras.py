@@ -25,11 +25,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from dllab.data.digits import Split
+from dllab.data.digits import Split, load_digits
 from dllab.supervised.cnn_keras import build_cnn, compile_classifier
 from dllab.supervised.common import report_history
 from dllab.supervised.keras_training import accuracy, fit, max_difference, weights
-from dllab.supervised.transfer_common import TARGET, check_protocol, compare, source_and_target
+from dllab.supervised.selfsup_common import (CLASSES, OBJECTIVES, choose_objective, compare_selfsup,
+                                             plot_labels, unlabeled_pool)
+from dllab.supervised.selfsup_keras import pretrain_encoder
+from dllab.supervised.transfer_common import (ARMS, TARGET, check_protocol, compare, labels_off_by_one,
+                                              pretraining_source, source_and_target)
 
 
 def keras_cache_files() -> set[str]:
@@ -38,12 +42,12 @@ def keras_cache_files() -> set[str]:
     return {str(p) for p in home.rglob("*")} if home.is_dir() else set()
 
 
-def applications_offline(images: np.ndarray) -> dict[str, float]:
+def applications_offline(images: np.ndarray, fault: str) -> dict[str, float]:
     """Build MobileNetV2 with weights=None, freeze it as a base and run it
     on digits upscaled to 32x32 RGB; nothing may land in Keras's download cache."""
     before = keras_cache_files()
     mobilenet = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3), pooling="avg")
-    mobilenet.trainable = False
+    mobilenet.trainable = fault == "base_not_frozen"
     rgb = np.repeat(np.kron(images[:8], np.ones((4, 4), np.float32))[..., None], 3, axis=-1)
     features = keras.ops.convert_to_numpy(mobilenet(rgb, training=False))
     return {
@@ -70,67 +74,124 @@ def train_steps(model: keras.Model, samples: Split, steps: int, learning_rate: f
     model.fit(images, labels, batch_size=len(samples), epochs=1, shuffle=False, verbose=0)
 
 
-class Arms:
-    """Trains the four arms on one set of few samples; checks that the frozen base never moves."""
+def compile_few_shot(model: keras.Model, steps: int) -> keras.Model:
+    """Adam on the cross-entropy of the logits, running `steps // 2` steps per call of the compiled
+    step function (a training of `steps` or `steps // 2` steps is then one or two calls)."""
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=max(1, steps // 2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
 
-    def __init__(self, path: Path, target, steps: int):
+
+def held_parameters(model: keras.Model) -> int:
+    """How many weights the optimizer holds state for (the sizes of Adam's momentum slots)."""
+    return sum(int(np.prod(v.shape)) for v in model.optimizer.variables if v.path.endswith("_momentum"))
+
+
+class Arms:
+    """Trains the arms on one set of few samples, from the base saved at `path`. Measures, on the
+    frozen arm, that the frozen base never moves while the head does (`trainable = False` is all
+    that keeps it still), and how many weights the optimizer ends up holding."""
+
+    def __init__(self, path: Path, task, steps: int, classes: int, arms=ARMS, fault: str = "none"):
         loaded = keras.models.load_model(path, safe_mode=True)
-        self.pretrained_base = weights(loaded)[:-2]  # everything but the 0-4 head
+        self.pretrained_base = weights(loaded)[:-2]  # everything but the head
         self.base = keras.Model(loaded.inputs[0], loaded.get_layer("features").output, name="base")
-        self.base.trainable = False
-        self.frozen = compile_classifier(keras.Sequential([self.base, keras.layers.Dense(len(TARGET), name="new_head")],
-                                                          name="transfer"), 1e-3)
-        self.full = compile_classifier(build_cnn(classes=len(TARGET)), 1e-3)  # all weights train
-        self.images = np.concatenate([target.validation.images, target.test.images])[..., None]
-        self.labels, self.validation_size = np.concatenate([target.validation.labels, target.test.labels]), len(target.validation)
-        self.steps, self.max_frozen_base_change = steps, 0.0
+        self.base.trainable = fault == "base_not_frozen"
+        transfer = keras.Sequential([self.base, keras.layers.Dense(classes, name="new_head")], name="transfer")
+        transfer.trainable = fault != "whole_model_frozen"
+        self.frozen = compile_few_shot(transfer, steps)
+        self.full = compile_few_shot(build_cnn(classes=classes), steps)  # all weights train
+        self.images = np.concatenate([task.validation.images, task.test.images])[..., None]
+        self.labels, self.validation_size = np.concatenate([task.validation.labels, task.test.labels]), len(task.validation)
+        self.steps, self.classes, self.arms, self.fault = steps, classes, arms, fault
+        self.max_frozen_base_change, self.min_head_change = 0.0, float("inf")
         self.trainable_parameters = sum(int(np.prod(w.shape)) for w in self.frozen.trainable_weights)
+        self.optimizer_parameters = 0
 
     def accuracies(self, model: keras.Model) -> tuple[float, float]:
         logits = keras.ops.convert_to_numpy(model(self.images, training=False))  # one call: no predict loop
         correct = logits.argmax(axis=1) == self.labels
         return float(correct[:self.validation_size].mean()), float(correct[self.validation_size:].mean())
 
+    def train_frozen(self, start: list, samples: Split, learning_rate: float, steps: int) -> None:
+        """The frozen base under the head, from the weights `start`; measures what moved."""
+        self.frozen.set_weights(start)
+        train_steps(self.frozen, samples, steps, learning_rate)
+        self.max_frozen_base_change = max(self.max_frozen_base_change, max_difference(start[:-2], weights(self.base)))
+        self.min_head_change = min(self.min_head_change, max_difference(start[-2:], weights(self.frozen)[-2:]))
+        self.optimizer_parameters = held_parameters(self.frozen)
+
     def __call__(self, samples: Split, learning_rate: float, init_seed: int) -> dict[str, tuple[float, float]]:
         keras.utils.set_random_seed(init_seed)
-        fresh = weights(build_cnn(classes=len(TARGET)))  # a new random initialisation
-        transferred = self.pretrained_base + fresh[-2:]  # the saved base under a new random head
+        fresh = weights(build_cnn(classes=self.classes))  # a new random initialisation
+        base = fresh[:-2] if self.fault == "encoder_not_loaded" else self.pretrained_base
+        transferred = base + fresh[-2:]  # the saved base under a new random head
         results = {}
-        self.full.set_weights(fresh)
-        train_steps(self.full, samples, self.steps, learning_rate)
-        results["scratch"] = self.accuracies(self.full)
-
-        self.frozen.set_weights(transferred)
-        train_steps(self.frozen, samples, self.steps, learning_rate)
-        results["frozen"] = self.accuracies(self.frozen)
-        change = max_difference(self.pretrained_base, weights(self.base))
-        self.max_frozen_base_change = max(self.max_frozen_base_change, change)
-
-        self.frozen.set_weights(transferred)  # stage 1: the head on the frozen base
-        train_steps(self.frozen, samples, self.steps // 2, learning_rate)
-        self.full.set_weights(weights(self.frozen))  # stage 2: everything, with a small learning rate
-        train_steps(self.full, samples, self.steps - self.steps // 2, learning_rate / 10)
-        results["fine_tuned"] = self.accuracies(self.full)
-
-        self.full.set_weights(transferred)  # nothing frozen: pretrained initialisation
-        train_steps(self.full, samples, self.steps, learning_rate)
-        results["warm_start"] = self.accuracies(self.full)
+        if "scratch" in self.arms:
+            self.full.set_weights(fresh)
+            train_steps(self.full, samples, self.steps, learning_rate)
+            results["scratch"] = self.accuracies(self.full)
+        if "frozen" in self.arms:
+            self.train_frozen(transferred, samples, learning_rate, self.steps)
+            results["frozen"] = self.accuracies(self.frozen)
+        if "fine_tuned" in self.arms:  # stage 1: the head on the frozen base; 2: all, lr / 10
+            self.train_frozen(transferred, samples, learning_rate, self.steps // 2)
+            self.full.set_weights(weights(self.frozen))
+            train_steps(self.full, samples, self.steps - self.steps // 2, learning_rate / 10)
+            results["fine_tuned"] = self.accuracies(self.full)
+        if "warm_start" in self.arms:  # nothing frozen: the pretrained initialisation
+            self.full.set_weights(transferred)
+            train_steps(self.full, samples, self.steps, learning_rate)
+            results["warm_start"] = self.accuracies(self.full)
         return results
 
 
-def run(ctx, *, pretrain_epochs: int, batch_size: int, learning_rate: float, shots: list[int],
-        learning_rates: list[float], steps: int, draws: int) -> dict[str, float]:
-    check_protocol(shots, learning_rates, steps, draws)
-    source, target = source_and_target(ctx.seed)
-    pretrained = compile_classifier(build_cnn(classes=5), learning_rate)
+def batchnorm_statistics(images: np.ndarray, labels: np.ndarray, fault: str) -> dict[str, float]:
+    """How far BatchNorm's moving mean moves in 3 calls on a batch of digits: called with
+    `training=True` (training mode), with `training=False` (inference mode), and with
+    `training=True` but `trainable = False`, which in Keras also switches BatchNorm to inference
+    mode (unlike other layers, and unlike torch's `requires_grad_(False)`). Last, in 3 steps of
+    `fit` of a model built as `norm(inputs, training=False)`: `fit`'s training=True is passed
+    down to the layer instead (Keras 3's functional models), so only `trainable = False` holds."""
+    x = images.reshape(len(images), -1)
+    swapped = fault == "bn_modes_swapped"
+    changes = {}
+    for name, training, frozen in (("training_mode", not swapped, False), ("inference_mode", swapped, False),
+                                   ("trainable_false", True, fault != "base_not_frozen")):
+        norm = keras.layers.BatchNormalization()
+        norm.build(x.shape)
+        norm.trainable = not frozen
+        for _ in range(3):
+            norm(x, training=training)
+        changes[f"bn_stats_change_{name}"] = float(np.abs(keras.ops.convert_to_numpy(norm.moving_mean)).max())
+    keras.utils.set_random_seed(0)
+    inputs, norm = keras.Input((x.shape[1],)), keras.layers.BatchNormalization()
+    model = keras.Model(inputs, keras.layers.Dense(int(labels.max()) + 1)(norm(inputs, training=False)))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(np.tile(x, (3, 1)), np.tile(labels, 3), batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    changes["bn_stats_change_fit_over_training_false"] = float(np.abs(keras.ops.convert_to_numpy(norm.moving_mean)).max())
+    return changes
+
+
+def pretrain_supervised(ctx, source, *, pretrain_epochs: int, batch_size: int, learning_rate: float,
+                        classes: int) -> tuple[Path, float]:
+    """The CNN trained on the source digits and saved as a `.keras` file; its source test accuracy."""
+    pretrained = compile_classifier(build_cnn(classes=classes), learning_rate)
     history = fit(ctx, pretrained, source.train.images[..., None], source.train.labels,
                   (source.validation.images[..., None], source.validation.labels),
                   epochs=pretrain_epochs, batch_size=batch_size, name="pretrain")
-    report_history(ctx, history, "pretrain", f"Keras ({keras.backend.backend()}) CNN pretrained on digits 0-4")
+    report_history(ctx, history, "pretrain", f"Keras ({keras.backend.backend()}) CNN pretrained on the source digits")
     path = ctx.artifact("pretrained_0-4.keras")
     pretrained.save(path)
-    metrics = {"pretrain_test_accuracy": accuracy(pretrained, source.test.images[..., None], source.test.labels)}
+    return path, accuracy(pretrained, source.test.images[..., None], source.test.labels)
 
+
+def supervised_arm(ctx, *, fault: str, shots, learning_rates, steps, draws, **pretraining) -> tuple[dict, Arms]:
+    """Pretrain on 0-4, then the four arms on a few 5-9s, with the probes of the features."""
+    source, target = source_and_target(ctx.seed)
+    source = pretraining_source(ctx.seed, source, fault, ctx.rng(31))
+    path, source_accuracy = pretrain_supervised(ctx, source, classes=int(source.train.labels.max()) + 1,
+                                                **pretraining)
     reloaded = keras.models.load_model(path, safe_mode=True)
     extractor = keras.Model(reloaded.inputs[0], [reloaded.get_layer(name).output for name in ("flatten", "features")])
 
@@ -138,9 +199,58 @@ def run(ctx, *, pretrain_epochs: int, batch_size: int, learning_rate: float, sho
         conv, dense = extractor(images[..., None], training=False)
         return {"conv": keras.ops.convert_to_numpy(conv), "features": keras.ops.convert_to_numpy(dense)}
 
-    arms = Arms(path, target, steps)
-    metrics.update(compare(ctx, target, arms, features, shots=shots, learning_rates=learning_rates, draws=draws))
-    metrics.update(max_frozen_base_change=arms.max_frozen_base_change,
-                   frozen_trainable_parameters=arms.trainable_parameters)
-    metrics.update(applications_offline(target.test.images))
+    arms = Arms(path, target, steps, len(TARGET), fault=fault)
+    trainer = labels_off_by_one(arms, len(TARGET)) if fault == "labels_off_by_one" else arms
+    metrics = {"pretrain_test_accuracy": source_accuracy}
+    metrics.update(compare(ctx, target, trainer, features, shots=shots, learning_rates=learning_rates,
+                           draws=draws))
+    return metrics, arms
+
+
+def selfsup_arm(ctx, *, fault: str, objectives: str, shots, learning_rates, steps, draws,
+                selfsup_settings: dict) -> dict[str, float]:
+    """Pretrain an encoder per objective on the unlabeled pool, choose one on validation, then
+    scratch / frozen / fine-tuned on a few labelled images of all ten digits."""
+    digits = load_digits(ctx.seed)
+    pool = unlabeled_pool(digits.train.images, fault == "shuffled_pixels", ctx.rng(41))
+    metrics, paths = {}, {}
+    for index, objective in enumerate(objectives.split("+")):
+        paths[objective] = ctx.artifact(f"selfsup_{objective}.keras")
+        losses = pretrain_encoder(objective, pool, paths[objective], ctx.rng(42 + index), init_seed=ctx.seed,
+                                  **selfsup_settings[objective])
+        metrics[f"selfsup_{objective}_final_loss"] = float(np.mean(losses[-5:]))
+    if len(paths) > 1:
+        candidates = {o: Arms(p, digits, steps, CLASSES, arms=("frozen",), fault=fault) for o, p in paths.items()}
+        chosen, scores = choose_objective(ctx, digits, candidates, learning_rates=learning_rates, draws=draws)
+        metrics.update(scores)
+    else:
+        chosen = next(iter(paths))
+    metrics["selfsup_objective_index"] = OBJECTIVES.index(chosen)
+    arms = Arms(paths[chosen], digits, steps, CLASSES, arms=("scratch", "frozen", "fine_tuned"), fault=fault)
+    metrics.update(compare_selfsup(ctx, digits, arms, shots=shots, learning_rates=learning_rates, draws=draws))
+    return metrics
+
+
+def run(ctx, *, pretrain_epochs: int, batch_size: int, learning_rate: float, shots: list[int],
+        learning_rates: list[float], steps: int, draws: int, objectives: str, selfsup_epochs: int,
+        selfsup_batch_size: int, selfsup_learning_rate: float, temperature: float, elastic: float,
+        mask: float, fault: str) -> dict[str, float]:
+    check_protocol(shots, learning_rates, steps, draws)
+    if fault == "stale_optimizer":
+        raise ValueError("fault 'stale_optimizer' is the torch mistake; Keras's is 'whole_model_frozen'")
+    protocol = dict(fault=fault, shots=shots, learning_rates=learning_rates, steps=steps, draws=draws)
+    metrics, arms = supervised_arm(ctx, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
+                                   learning_rate=learning_rate, **protocol)
+    metrics.update(max_frozen_base_change=arms.max_frozen_base_change, frozen_head_change=arms.min_head_change,
+                   frozen_trainable_parameters=arms.trainable_parameters,
+                   optimizer_held_parameters=arms.optimizer_parameters)
+    common = dict(epochs=selfsup_epochs, batch_size=selfsup_batch_size, learning_rate=selfsup_learning_rate)
+    settings = {"contrastive": dict(common, temperature=temperature, elastic=elastic),
+                "denoising": dict(common, mask=mask)}
+    metrics.update(selfsup_arm(ctx, objectives=objectives, selfsup_settings=settings, **protocol))
+    plot_labels(ctx, metrics, shots)
+    digits = load_digits(ctx.seed)
+    metrics.update(batchnorm_statistics(digits.train.images, digits.train.labels, fault))
+    metrics.update(applications_offline(digits.test.images, fault))
+    ctx.skip_metric("bn_stats_change_requires_grad_false", "a torch measurement (requires_grad_ on BatchNorm)")
     return metrics

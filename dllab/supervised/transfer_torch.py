@@ -22,19 +22,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from dllab.data.digits import Split
+from dllab.data.digits import Split, load_digits
 from dllab.supervised.cnn_torch import CNN
 from dllab.supervised.common import report_history
+from dllab.supervised.selfsup_common import (CLASSES, OBJECTIVES, choose_objective, compare_selfsup,
+                                             plot_labels, unlabeled_pool)
+from dllab.supervised.selfsup_torch import pretrain_encoder
 from dllab.supervised.torch_training import evaluate, fit, image_tensors, train_epoch
-from dllab.supervised.transfer_common import TARGET, check_protocol, compare, source_and_target
+from dllab.supervised.transfer_common import (ARMS, TARGET, check_protocol, compare, labels_off_by_one,
+                                              pretraining_source, source_and_target)
 
 CONV_LAYERS = 7  # features[:7] = conv-relu-pool-conv-relu-pool-flatten: the convolutional features
 
 
-def train_steps(model: CNN, parameters, samples: Split, steps: int, learning_rate: float) -> CNN:
-    """Full-batch Adam on the few samples for `steps` steps; only `parameters` are updated."""
-    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+def train_steps(model: CNN, optimizer: torch.optim.Optimizer, samples: Split, steps: int) -> CNN:
+    """Full-batch steps of `optimizer` on the few samples; parameters whose `requires_grad` is
+    False get no gradient, so Adam leaves them alone: freezing, not the optimizer, keeps them."""
     x, y = image_tensors(samples)
     for _ in range(steps):
         train_epoch(model, optimizer, x, y, np.arange(len(y)), len(y))
@@ -49,68 +54,173 @@ def load_base(model: CNN, path: Path) -> CNN:
     return model
 
 
-class Arms:
-    """Trains the four arms on one set of few samples; checks that the frozen base never moves."""
+def held_parameters(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """How many of the model's parameters the optimizer holds state for (Adam's moments): the
+    ones it has actually updated."""
+    return sum(p.numel() for p in model.parameters() if optimizer.state.get(p))
 
-    def __init__(self, path: Path, target, steps: int):
-        self.path, self.steps = path, steps
-        self.validation, self.test = image_tensors(target.validation), image_tensors(target.test)
-        self.max_frozen_base_change, self.trainable_parameters = 0.0, 0
+
+class Arms:
+    """Trains the arms on one set of few samples, from the base saved at `path`. Measures, on the
+    frozen arm, that the frozen base never moves while the head does, with an optimizer given
+    every parameter, and which parameters the optimizer ends up holding."""
+
+    def __init__(self, path: Path, task, steps: int, classes: int, arms=ARMS, fault: str = "none"):
+        self.path, self.steps, self.classes, self.arms, self.fault = path, steps, classes, arms, fault
+        self.validation, self.test = image_tensors(task.validation), image_tensors(task.test)
+        self.max_frozen_base_change, self.min_head_change = 0.0, float("inf")
+        self.trainable_parameters = self.optimizer_parameters = 0
 
     def accuracies(self, model: CNN) -> tuple[float, float]:
         return evaluate(model, *self.validation)[1], evaluate(model, *self.test)[1]
 
-    def __call__(self, samples: Split, learning_rate: float, init_seed: int) -> dict[str, tuple[float, float]]:
+    def transferred(self, init_seed: int) -> CNN:
+        """A new random head on the pretrained base (a fresh base if the weights are not loaded)."""
         torch.manual_seed(init_seed)
-        scratch = CNN(classes=len(TARGET))  # fresh weights everywhere
-        train_steps(scratch, scratch.parameters(), samples, self.steps, learning_rate)
+        model = CNN(classes=self.classes)
+        return model if self.fault == "encoder_not_loaded" else load_base(model, self.path)
 
-        torch.manual_seed(init_seed)
-        frozen = load_base(CNN(classes=len(TARGET)), self.path)  # a new random head on the saved base
-        frozen.features.requires_grad_(False)
-        base_before = [p.clone() for p in frozen.features.parameters()]
-        train_steps(frozen, frozen.head.parameters(), samples, self.steps, learning_rate)
-        change = max(float((p - q).abs().max()) for p, q in zip(frozen.features.parameters(), base_before))
+    def frozen(self, samples: Split, learning_rate: float, init_seed: int, steps: int) -> CNN:
+        """The base frozen with `requires_grad_(False)`; Adam is given every parameter."""
+        model = self.transferred(init_seed)
+        if self.fault != "base_not_frozen":
+            model.features.requires_grad_(False)
+        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+        if self.fault == "stale_optimizer":  # the head replaced after the optimizer was built
+            model.head = nn.Linear(model.head.in_features, self.classes)
+        base, head = ([p.detach().clone() for p in part.parameters()] for part in (model.features, model.head))
+        train_steps(model, optimizer, samples, steps)
+        change = max(float((p.detach() - q).abs().max()) for p, q in zip(model.features.parameters(), base))
         self.max_frozen_base_change = max(self.max_frozen_base_change, change)
-        self.trainable_parameters = sum(p.numel() for p in frozen.parameters() if p.requires_grad)
+        head_change = max(float((p.detach() - q).abs().max()) for p, q in zip(model.head.parameters(), head))
+        self.min_head_change = min(self.min_head_change, head_change)
+        self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.optimizer_parameters = held_parameters(model, optimizer)
+        return model
 
-        torch.manual_seed(init_seed)
-        tuned = load_base(CNN(classes=len(TARGET)), self.path)
-        tuned.features.requires_grad_(False)  # stage 1: the head on the frozen base
-        train_steps(tuned, tuned.head.parameters(), samples, self.steps // 2, learning_rate)
-        tuned.features.requires_grad_(True)  # stage 2: everything, with a small learning rate
-        train_steps(tuned, tuned.parameters(), samples, self.steps - self.steps // 2, learning_rate / 10)
+    def __call__(self, samples: Split, learning_rate: float, init_seed: int) -> dict[str, tuple[float, float]]:
+        results = {}
+        if "scratch" in self.arms:
+            torch.manual_seed(init_seed)
+            scratch = CNN(classes=self.classes)  # fresh weights everywhere
+            steps = self.steps // 10 if self.fault == "scratch_fewer_steps" else self.steps  # a control's mistake
+            train_steps(scratch, torch.optim.Adam(scratch.parameters(), lr=learning_rate), samples, steps)
+            results["scratch"] = self.accuracies(scratch)
+        if "frozen" in self.arms:
+            results["frozen"] = self.accuracies(self.frozen(samples, learning_rate, init_seed, self.steps))
+        if "fine_tuned" in self.arms:  # stage 1: the head on the frozen base; 2: all, lr / 10
+            tuned = self.frozen(samples, learning_rate, init_seed, self.steps // 2).requires_grad_(True)
+            optimizer = torch.optim.Adam(tuned.parameters(), lr=learning_rate / 10)
+            results["fine_tuned"] = self.accuracies(train_steps(tuned, optimizer, samples,
+                                                                self.steps - self.steps // 2))
+        if "warm_start" in self.arms:  # nothing frozen: the pretrained initialisation
+            warm = self.transferred(init_seed)
+            train_steps(warm, torch.optim.Adam(warm.parameters(), lr=learning_rate), samples, self.steps)
+            results["warm_start"] = self.accuracies(warm)
+        return results
 
-        torch.manual_seed(init_seed)
-        warm = load_base(CNN(classes=len(TARGET)), self.path)  # nothing frozen: pretrained initialisation
-        train_steps(warm, warm.parameters(), samples, self.steps, learning_rate)
-        return {"scratch": self.accuracies(scratch), "frozen": self.accuracies(frozen),
-                "fine_tuned": self.accuracies(tuned), "warm_start": self.accuracies(warm)}
+
+def batchnorm_statistics(images: np.ndarray, labels: np.ndarray, fault: str) -> dict[str, float]:
+    """How far BatchNorm's running mean moves in 3 Adam steps: in training mode, in eval mode,
+    and with its weights frozen (`requires_grad_(False)`) but in training mode, the torch pitfall:
+    freezing the weights does not freeze the statistics, only `.eval()` does."""
+    x, y = torch.from_numpy(images.reshape(len(images), -1)), torch.from_numpy(labels)
+    changes = {}
+    for name, training, frozen in (("training_mode", True, False), ("inference_mode", False, False),
+                                   ("requires_grad_false", True, True)):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.BatchNorm1d(x.shape[1]), nn.Linear(x.shape[1], int(y.max()) + 1))
+        model[0].requires_grad_(not frozen)
+        model.train(training != (fault == "bn_modes_swapped"))
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        before = model[0].running_mean.clone()
+        for _ in range(3):
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        changes[f"bn_stats_change_{name}"] = float((model[0].running_mean - before).abs().max())
+    return changes
 
 
-def run(ctx, *, pretrain_epochs: int, batch_size: int, learning_rate: float, shots: list[int],
-        learning_rates: list[float], steps: int, draws: int) -> dict[str, float]:
-    check_protocol(shots, learning_rates, steps, draws)
-    source, target = source_and_target(ctx.seed)
-    pretrained = CNN(classes=5)
+def pretrain_supervised(ctx, source, *, pretrain_epochs: int, batch_size: int, learning_rate: float,
+                        classes: int) -> tuple[Path, float]:
+    """The CNN trained on the source digits and saved as a `state_dict`; its source test accuracy."""
+    pretrained = CNN(classes=classes)
     optimizer = torch.optim.Adam(pretrained.parameters(), lr=learning_rate)
     history = fit(ctx, pretrained, optimizer, source, epochs=pretrain_epochs, batch_size=batch_size, name="pretrain")
-    report_history(ctx, history, "pretrain", "torch CNN pretrained on digits 0-4")
+    report_history(ctx, history, "pretrain", "torch CNN pretrained on the source digits")
     path = ctx.artifact("pretrained_0-4.pt")
     torch.save(pretrained.state_dict(), path)
-    metrics = {"pretrain_test_accuracy": evaluate(pretrained, *image_tensors(source.test))[1]}
+    return path, evaluate(pretrained, *image_tensors(source.test))[1]
 
-    reloaded = load_base(CNN(classes=5), path).eval()
+
+def supervised_arm(ctx, *, fault: str, shots, learning_rates, steps, draws, **pretraining) -> tuple[dict, Arms]:
+    """Pretrain on 0-4, then the four arms on a few 5-9s, with the probes of the features."""
+    source, target = source_and_target(ctx.seed)
+    source = pretraining_source(ctx.seed, source, fault, ctx.rng(31))
+    path, source_accuracy = pretrain_supervised(ctx, source, classes=int(source.train.labels.max()) + 1,
+                                                **pretraining)
+    reloaded = load_base(CNN(classes=len(TARGET)), path).eval()
 
     @torch.no_grad()
     def features(images: np.ndarray) -> dict[str, np.ndarray]:
         x = torch.from_numpy(images).unsqueeze(1)
         return {"conv": reloaded.features[:CONV_LAYERS](x).numpy(), "features": reloaded.features(x).numpy()}
 
-    arms = Arms(path, target, steps)
-    metrics.update(compare(ctx, target, arms, features, shots=shots, learning_rates=learning_rates, draws=draws))
-    metrics.update(max_frozen_base_change=arms.max_frozen_base_change,
-                   frozen_trainable_parameters=arms.trainable_parameters)
-    for name in ("applications_downloads", "applications_frozen_trainable_weights"):
-        ctx.skip_metric(name, "keras.applications is Keras only (torchvision is not a dllab dependency)")
+    arms = Arms(path, target, steps, len(TARGET), fault=fault)
+    trainer = labels_off_by_one(arms, len(TARGET)) if fault == "labels_off_by_one" else arms
+    metrics = {"pretrain_test_accuracy": source_accuracy}
+    metrics.update(compare(ctx, target, trainer, features, shots=shots, learning_rates=learning_rates,
+                           draws=draws))
+    return metrics, arms
+
+
+def selfsup_arm(ctx, *, fault: str, objectives: str, shots, learning_rates, steps, draws,
+                selfsup_settings: dict) -> dict[str, float]:
+    """Pretrain an encoder per objective on the unlabeled pool, choose one on validation, then
+    scratch / frozen / fine-tuned on a few labelled images of all ten digits."""
+    digits = load_digits(ctx.seed)
+    pool = unlabeled_pool(digits.train.images, fault == "shuffled_pixels", ctx.rng(41))
+    metrics, paths = {}, {}
+    for index, objective in enumerate(objectives.split("+")):
+        paths[objective] = ctx.artifact(f"selfsup_{objective}.pt")
+        losses = pretrain_encoder(objective, pool, paths[objective], ctx.rng(42 + index), init_seed=ctx.seed,
+                                  **selfsup_settings[objective])
+        metrics[f"selfsup_{objective}_final_loss"] = float(np.mean(losses[-5:]))
+    if len(paths) > 1:
+        candidates = {o: Arms(p, digits, steps, CLASSES, arms=("frozen",), fault=fault) for o, p in paths.items()}
+        chosen, scores = choose_objective(ctx, digits, candidates, learning_rates=learning_rates, draws=draws)
+        metrics.update(scores)
+    else:
+        chosen = next(iter(paths))
+    metrics["selfsup_objective_index"] = OBJECTIVES.index(chosen)
+    arms = Arms(paths[chosen], digits, steps, CLASSES, arms=("scratch", "frozen", "fine_tuned"),
+                fault=fault)
+    metrics.update(compare_selfsup(ctx, digits, arms, shots=shots, learning_rates=learning_rates, draws=draws))
+    return metrics
+
+
+def run(ctx, *, pretrain_epochs: int, batch_size: int, learning_rate: float, shots: list[int],
+        learning_rates: list[float], steps: int, draws: int, objectives: str, selfsup_epochs: int,
+        selfsup_batch_size: int, selfsup_learning_rate: float, temperature: float, elastic: float,
+        mask: float, fault: str) -> dict[str, float]:
+    check_protocol(shots, learning_rates, steps, draws)
+    if fault == "whole_model_frozen":
+        raise ValueError("fault 'whole_model_frozen' is the Keras mistake; torch's is 'stale_optimizer'")
+    protocol = dict(fault=fault, shots=shots, learning_rates=learning_rates, steps=steps, draws=draws)
+    metrics, arms = supervised_arm(ctx, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
+                                   learning_rate=learning_rate, **protocol)
+    metrics.update(max_frozen_base_change=arms.max_frozen_base_change, frozen_head_change=arms.min_head_change,
+                   frozen_trainable_parameters=arms.trainable_parameters,
+                   optimizer_held_parameters=arms.optimizer_parameters)
+    common = dict(epochs=selfsup_epochs, batch_size=selfsup_batch_size, learning_rate=selfsup_learning_rate)
+    settings = {"contrastive": dict(common, temperature=temperature, elastic=elastic),
+                "denoising": dict(common, mask=mask)}
+    metrics.update(selfsup_arm(ctx, objectives=objectives, selfsup_settings=settings, **protocol))
+    plot_labels(ctx, metrics, shots)
+    digits = load_digits(ctx.seed)
+    metrics.update(batchnorm_statistics(digits.train.images, digits.train.labels, fault))
+    for name in ("applications_downloads", "applications_frozen_trainable_weights", "bn_stats_change_trainable_false"):
+        ctx.skip_metric(name, "a Keras measurement (keras.applications, Keras's BatchNorm rule)")
     return metrics
