@@ -3,12 +3,15 @@
 `pytest --dllab-scenarios` adds one test per registered scenario x framework x device, dllab's
 own and every plugin package's alike. Each test runs the scenario (quick profile unless
 `--dllab-profile full`), asserts every expectation, runs it again with the same seed and asserts
-the same fingerprint. A framework that is not installed, or a device that is not present, makes
-the case skip with the reason (and the extra to install).
+the same fingerprint. Each negative control of a scenario (`[[controls]]`) is one more test, on
+the CPU in the quick profile: the run with the control's mistake must end normally and fail every
+expectation the control names. A framework that is not installed, or a device that is not
+present, makes the case skip with the reason (and the extra to install).
 
 Options: `--dllab-select GLOB` (ids to include, repeatable), `--dllab-profile quick|full`,
 `--dllab-devices cpu,cuda` (default `$DLLAB_DEVICE` or cpu), `--dllab-no-repeat` (skip the
-determinism rerun).
+determinism rerun), `--dllab-controls all|one|none` (controls in each of their frameworks, in the
+first installed one, or none).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ def pytest_addoption(parser):
     group.addoption("--dllab-profile", default="quick", choices=["quick", "full"])
     group.addoption("--dllab-devices", default=None, help="comma-separated devices (default $DLLAB_DEVICE or cpu)")
     group.addoption("--dllab-no-repeat", action="store_true", help="skip the same-seed determinism rerun")
+    group.addoption("--dllab-controls", default="all", choices=["all", "one", "none"],
+                    help="negative controls: in each of their frameworks (all), in the first installed "
+                         "one (one), or not at all (none)")
 
 
 def _devices(config) -> list[str]:
@@ -143,6 +149,19 @@ class ControlItem(pytest.Item):
         return str(excinfo.value)
 
 
+def _control_frameworks(config, spec, control) -> tuple[str, ...]:
+    """The frameworks a control runs in under `--dllab-controls`."""
+    from dllab.devices import missing_reason
+
+    mode = config.getoption("--dllab-controls")
+    if mode == "none":
+        return ()
+    if mode == "one":
+        installed = [f for f in control.frameworks if missing_reason(f, spec.requires) is None]
+        return tuple(installed[:1])
+    return control.frameworks
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -k/-m selection, which then applies to these too
 def pytest_collection_modifyitems(session, config, items):
     if not config.getoption("--dllab-scenarios"):
@@ -157,7 +176,7 @@ def pytest_collection_modifyitems(session, config, items):
         if device != "cpu" or profile != "quick":
             continue
         for control in spec.controls:
-            if framework in control.frameworks:
+            if framework in _control_frameworks(config, spec, control):
                 name = f"control[{spec.id}-{framework}-{control.name}]"
                 scenario_items.append(ControlItem.from_parent(
                     session, name=name, spec=spec, control=control, framework=framework, device=device))
