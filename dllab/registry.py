@@ -4,7 +4,9 @@ Scenarios are data, not code (as in Gymnasium's registry): each file names its e
 `"module:function"` and is parsed without importing it. dllab's own files live in
 `dllab/scenarios/` (shipped inside the wheel). Another package adds a folder of its own through
 the entry-point group `dllab.scenarios`: the entry point names a callable that returns the path
-of that folder. A clash of ids is an error naming both files.
+of that folder, and `$DLLAB_SCENARIO_PATH` lists more folders. A malformed file or clash of ids
+among dllab's own files is an error naming the file and the field; a bad plugin source (entry
+point, folder or file) is skipped with one warning line, and `python -m dllab check` exits 2 on it.
 """
 
 from __future__ import annotations

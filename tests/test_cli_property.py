@@ -56,9 +56,11 @@ BAD_SCENARIOS = {"syntax.toml": "id = [\n", "types.toml": 'id = "x/y"\ntitle = 3
 
 
 def examples(count: int) -> settings:
-    """Derandomized (the same draws on every machine), no deadline: a draw may start a tiny run."""
-    return settings(max_examples=count, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
+    """Derandomized (the same draws on every machine), no deadline: a draw may start a tiny run.
+    DLLAB_PROPERTY_SCALE=K draws K times as many, at random, for a longer search."""
+    scale = int(os.environ.get("DLLAB_PROPERTY_SCALE", "0") or 0)
+    return settings(max_examples=count * max(scale, 1), deadline=None, derandomize=scale == 0,
+                    database=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module", autouse=True)

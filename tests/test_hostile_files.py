@@ -11,13 +11,12 @@ import zipfile
 
 import numpy as np
 import pytest
+import sklearn.model_selection  # noqa: F401  (imported before tracemalloc counts allocations)
 
 from conftest import run_cli
 from dllab.data import user_files
 from dllab.data.user_files import load_user_images, read_idx
 from dllab.errors import UsageError
-
-import sklearn.model_selection  # noqa: F401  (imported before tracemalloc counts allocations)
 
 MIB = 2**20
 

@@ -1,5 +1,6 @@
 """Supervised scenarios, cross-checked beyond the scenario matrix: resume equals an uninterrupted
-run, hand parameter counts equal the frameworks' counts, layouts agree, user data files run."""
+run, hand parameter counts equal the frameworks' counts, layouts agree with a hand recurrence,
+user data files run."""
 
 import numpy as np
 import pytest
@@ -76,16 +77,26 @@ def test_epoch_orders_depend_on_seed_and_epoch_only():
     assert not np.array_equal(epoch_orders(1, 50, 1)[0], first[0])
 
 
-def test_torch_sequence_first_and_batch_first_layouts_agree():
+def test_torch_layouts_against_the_hand_recurrence():
+    """The seed's sequence-first layout with output[-1] and dllab's batch-first one with
+    output[:, -1] compute the same logits as the recurrence stepped by hand over the rows;
+    the rows read as columns do not."""
     pytest.importorskip("torch")
     import torch
 
-    from dllab.supervised.rnn_torch import RowReader, layout_difference
+    from dllab.supervised.rnn_torch import RowReader, layout_difference, reference_logits
 
     torch.manual_seed(0)
     images = torch.rand(5, 8, 8)
     for cell in ("rnn", "lstm", "gru"):
-        assert layout_difference(RowReader(cell), images) == 0.0
+        model = RowReader(cell)
+        assert layout_difference(model, images, images.numpy()) < 1e-6
+        seed_layout = RowReader(cell, batch_first=False)
+        seed_layout.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            logits = seed_layout(images.transpose(0, 1)).double().numpy()
+        assert np.max(np.abs(logits - reference_logits(model, images.numpy()))) < 1e-6
+        assert layout_difference(model, images.transpose(1, 2), images.numpy()) > 1e-3
     model = RowReader("gru")
     output, hidden = model.recurrent(images)
     assert torch.equal(output[:, -1, :], hidden[-1])  # last step == final hidden state

@@ -41,12 +41,23 @@ class PseudoHuberLoss(keras.losses.Loss):
         return {**super().get_config(), "delta": self.delta}
 
 
+@keras.saving.register_keras_serializable(package="dllab")
+class IncompleteConfigPseudoHuber(PseudoHuberLoss):
+    """The mistake of control loss-config-incomplete: get_config() forgets delta, so a loaded
+    model's loss comes back with the default delta."""
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("delta")
+        return config
+
+
 class GaussianFeatures(keras.layers.Layer):
     """units outputs exp(-|x - c_j|^2 / (2 s_j^2)) with trainable centres c_j and widths s_j = e^{w_j}."""
 
-    def __init__(self, units: int, **kwargs):
+    def __init__(self, units: int, cut_input_gradient: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.units = units
+        self.units, self.cut_input_gradient = units, cut_input_gradient
 
     def build(self, input_shape):
         self.centres = self.add_weight(shape=(self.units, input_shape[-1]), initializer="random_normal",
@@ -54,6 +65,10 @@ class GaussianFeatures(keras.layers.Layer):
         self.log_widths = self.add_weight(shape=(self.units,), initializer="zeros", name="log_widths")
 
     def call(self, inputs):
+        if self.cut_input_gradient:  # the mistake of control layer-gradient-partly-cut:
+            squared = (ops.stop_gradient(ops.sum(ops.square(inputs), axis=-1, keepdims=True))  # |x|^2 off the graph
+                       - 2 * ops.matmul(inputs, ops.transpose(self.centres)) + ops.sum(ops.square(self.centres), axis=-1))
+            return ops.exp(-squared / (2 * ops.exp(2 * self.log_widths)))
         squared = ops.sum(ops.square(ops.expand_dims(inputs, 1) - self.centres), axis=-1)
         return ops.exp(-squared / (2 * ops.exp(2 * self.log_widths)))
 
@@ -72,21 +87,24 @@ def build_model(features: int, units: int) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(1)(GaussianFeatures(units)(inputs)))
 
 
-def run(ctx, *, samples: int, units: int, delta: float, epochs: int, step: float) -> dict[str, float]:
-    """Scenario entry: gradients against references, training, and a save/load round trip."""
-    rng = ctx.rng()
-    metrics: dict[str, float] = {}
-
-    # The loss's autodiff gradient against the hand-derived one (float64).
+def measure_loss_gradient(rng, *, delta: float, fault: str) -> dict[str, float]:
+    """The loss's autodiff gradient against the hand-derived one (float64): the custom loss only
+    computes the value (Q33)."""
     targets, predictions = rng.normal(size=(32, 1)), rng.normal(scale=3.0, size=(32, 1))
     loss = PseudoHuberLoss(delta, dtype="float64")  # a Loss computes in float32 unless told
     _, gradient, _ = value_and_gradient(lambda p: (loss(targets, p), p), predictions)
-    metrics["loss_gradient_vs_formula_max_abs"] = float(np.max(np.abs(
-        gradient - pseudo_huber_gradient(targets, predictions, delta))))
+    formula = pseudo_huber_gradient(targets, predictions, delta)
+    if fault == "formula-sign-error":  # the control's mistake: the hand derivation's sign flipped
+        formula = -formula
+    return {"loss_gradient_vs_formula_max_abs": float(np.max(np.abs(gradient - formula)))}
 
-    # The layer's input gradient against central finite differences (float64).
-    layer = GaussianFeatures(4, dtype="float64")
+
+def measure_layer_gradient(rng, *, step: float, fault: str) -> dict[str, float]:
+    """The layer's input gradient against central finite differences (float64)."""
+    layer = GaussianFeatures(4, cut_input_gradient=fault == "layer-gradient-partly-cut", dtype="float64")
     points = rng.normal(size=(6, 3))
+    if fault == "flat-region":  # the control's mistake: checked where every feature is 0
+        points = points * 100
     upstream = ops.convert_to_tensor(rng.normal(size=(6, 4)))
     _, gradient, _ = value_and_gradient(lambda x: (ops.sum(layer(x) * upstream), x), points)
     weighted = lambda x: float(ops.convert_to_numpy(ops.sum(layer(x) * upstream)))
@@ -95,18 +113,23 @@ def run(ctx, *, samples: int, units: int, delta: float, epochs: int, step: float
         offset = np.zeros_like(points)
         offset[index] = step
         finite[index] = (weighted(points + offset) - weighted(points - offset)) / (2 * step)
-    metrics["layer_gradient_vs_finite_differences_max_abs"] = float(np.max(np.abs(gradient - finite)))
-    metrics["layer_gradient_norm"] = float(np.linalg.norm(gradient))
+    return {"layer_gradient_vs_finite_differences_max_abs": float(np.max(np.abs(gradient - finite))),
+            "layer_gradient_norm": float(np.linalg.norm(gradient))}
 
-    # Train on a smooth target with a few gross outliers (what a robust loss is for).
+
+def outlier_data(rng, samples: int):
+    """A smooth target with 5% gross outliers (what a robust loss is for), and the clean target."""
     inputs = rng.uniform(-2, 2, size=(samples, 2)).astype("float32")
     clean = (np.sin(inputs[:, :1]) * np.cos(inputs[:, 1:])).astype("float32")
     labels = clean.copy()
     outliers = rng.random(samples) < 0.05
     labels[outliers] += rng.choice([-5.0, 5.0], size=(outliers.sum(), 1)).astype("float32")
-    model = build_model(2, units)
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=PseudoHuberLoss(delta), jit_compile=False)
+    return inputs, clean, labels
 
+
+def measure_training(ctx, model, inputs, clean, labels, *, delta: float, epochs: int) -> dict[str, float]:
+    """Train with the custom loss: the share of the gap between the initial loss and the true
+    function's loss that is left (0: as good as the truth)."""
     def numpy_loss(predicted):
         residual = (predicted - labels) / delta
         return float(np.mean(delta**2 * (np.sqrt(1 + residual**2) - 1)))
@@ -117,30 +140,63 @@ def run(ctx, *, samples: int, units: int, delta: float, epochs: int, step: float
     for epoch, value in enumerate(history.history["loss"]):
         ctx.log_scalar("losses/pseudo_huber", value, epoch)
     after = numpy_loss(ops.convert_to_numpy(model(inputs)))
-    metrics["trained_excess_loss_ratio"] = (after - ideal) / (before - ideal)  # 0: as good as the truth
+    return {"trained_excess_loss_ratio": (after - ideal) / (before - ideal)}
 
-    # Save and load: the registered loss is found by name, the layer needs custom_objects.
-    path = ctx.artifact("custom_model.keras")
-    model.save(path)
+
+def measure_reload(model, path, inputs, *, delta: float) -> dict[str, float]:
+    """Load with safe_mode=True: the same predictions, and the loss as the custom class."""
     loaded = keras.saving.load_model(path, custom_objects={"GaussianFeatures": GaussianFeatures}, safe_mode=True)
-    metrics["reloaded_prediction_max_abs"] = float(np.max(np.abs(
-        ops.convert_to_numpy(loaded(inputs)) - ops.convert_to_numpy(model(inputs)))))
-    metrics["reloaded_loss_is_custom"] = float(isinstance(loaded.loss, PseudoHuberLoss)
-                                               and loaded.loss.delta == delta)
-    metrics["load_without_custom_objects_failed"] = _load_fails(path)
+    return {
+        "reloaded_prediction_max_abs": float(np.max(np.abs(
+            ops.convert_to_numpy(loaded(inputs)) - ops.convert_to_numpy(model(inputs))))),
+        "reloaded_loss_is_custom": float(isinstance(loaded.loss, PseudoHuberLoss) and loaded.loss.delta == delta),
+    }
 
-    # safe_mode refuses to deserialize Python code (a Lambda layer's bytecode).
+
+def measure_refusals(ctx, path, *, fault: str) -> dict[str, float]:
+    """Two refusals, each matched by its error type and message: the unregistered layer without
+    custom_objects, and safe_mode against a Lambda layer's Python code."""
     unsafe = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda x: 2 * x)])
     unsafe_path = ctx.artifact("lambda_model.keras")
     unsafe.save(unsafe_path)
-    metrics["lambda_refused_in_safe_mode"] = _load_fails(unsafe_path)
+    if fault == "truncated-files":  # the control's mistake: files that fail to load for another reason
+        for damaged in (path, unsafe_path):
+            damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    return {
+        "load_without_custom_objects_failed": refused(path, TypeError, "Could not locate class 'GaussianFeatures'"),
+        "lambda_refused_in_safe_mode": refused(unsafe_path, ValueError,
+                                               "Requested the deserialization of a `Lambda` layer"),
+    }
+
+
+def run(ctx, *, samples: int, units: int, delta: float, epochs: int, step: float, learning_rate: float,
+        fault: str) -> dict[str, float]:
+    """Scenario entry: gradients against references, training, and a save/load round trip."""
+    rng = ctx.rng()
+    metrics = measure_loss_gradient(rng, delta=delta, fault=fault)
+    metrics.update(measure_layer_gradient(rng, step=step, fault=fault))
+    inputs, clean, labels = outlier_data(rng, samples)
+    model = build_model(2, units)
+    loss = IncompleteConfigPseudoHuber(delta) if fault == "loss-config-incomplete" else PseudoHuberLoss(delta)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, jit_compile=False)
+    path = ctx.artifact("custom_model.keras")
+    if fault == "saved-before-training":  # the control's mistake: a stale save
+        model.save(path)
+    metrics.update(measure_training(ctx, model, inputs, clean, labels, delta=delta, epochs=epochs))
+    if fault != "saved-before-training":
+        model.save(path)
+    metrics.update(measure_reload(model, path, inputs, delta=delta))
+    metrics.update(measure_refusals(ctx, path, fault=fault))
     return metrics
 
 
-def _load_fails(path) -> float:
-    """1 if `load_model(path)` (safe mode, no custom objects) raises, else 0."""
+def refused(path, error_type: type, message: str) -> float:
+    """1 if `load_model(path)` (safe mode, no custom objects) raises `error_type` with `message`
+    in its text (that refusal, not another failure), else 0."""
     try:
         keras.saving.load_model(path, safe_mode=True)
         return 0.0
-    except (TypeError, ValueError):
-        return 1.0
+    except error_type as error:
+        return float(message in str(error))
+    except Exception:  # another failure is not the refusal measured here
+        return 0.0

@@ -25,12 +25,14 @@ class Standardize:
     """The map: (x - MEAN) * SCALE, plus the row sums as a second feature. A `tf.function` whose
     Python body counts how often it runs (tracing), which is not how often it is applied."""
 
-    def __init__(self):
-        self.python_calls = 0
+    def __init__(self, fault: str = "none"):
+        self.python_calls, self.fault = 0, fault
         self.function = tf.function(self._body)
 
     def _body(self, image, label, index):
         self.python_calls += 1  # runs while tracing only
+        if self.fault == "map-in-float16":  # the control's mistake: half precision in the map
+            image = tf.cast(tf.cast(image, tf.float16), tf.float32)
         standardized = (image - MEAN) * SCALE
         return standardized, tf.reduce_sum(image, axis=-1), label, index
 
@@ -40,15 +42,26 @@ def standardize_numpy(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (images - np.float32(MEAN)) * np.float32(SCALE), images.sum(axis=-1)
 
 
-def make_pipeline(images, labels, *, seed: int, batch_size: int, mapper: Standardize) -> tf.data.Dataset:
-    """shuffle (full buffer, seeded, new order each epoch) -> map -> batch -> prefetch."""
+def make_pipeline(images, labels, *, seed: int, batch_size: int, mapper: Standardize,
+                  fault: str = "none") -> tf.data.Dataset:
+    """shuffle (full buffer, seeded, new order each epoch) -> map -> batch -> prefetch.
+    (`fault` injects a negative control's mistake, in one visible branch each.)"""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     indices = np.arange(len(labels), dtype=np.int64)
+    shuffle_seed = {"shuffle-without-seed": None, "constant-shuffle-seed": 0}.get(fault, seed)
+    reshuffle = fault != "no-reshuffle"
     dataset = tf.data.Dataset.from_tensor_slices((images, labels, indices))
-    dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(mapper.function, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
+    if fault == "labels-shuffled-separately":  # the mistake: labels shuffled on their own
+        shuffled_labels = tf.data.Dataset.from_tensor_slices(labels).shuffle(len(labels), seed=seed + 1)
+        dataset = tf.data.Dataset.zip(dataset, shuffled_labels).map(lambda element, label: (element[0], label, element[2]))
+    if fault == "map-in-py-function":  # the mistake: the map's Python runs for every element
+        dataset = dataset.map(lambda *element: tuple(tf.py_function(mapper._body, element, [tf.float32] * 2 + [
+            element[1].dtype, tf.int64])), deterministic=True)
+    else:
+        dataset = dataset.map(mapper.function, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size, drop_remainder=fault == "drop-remainder").prefetch(tf.data.AUTOTUNE)
 
 
 def read_epochs(dataset: tf.data.Dataset, epochs: int) -> list[dict[str, np.ndarray]]:
@@ -73,31 +86,33 @@ def python_loop(images, labels, *, rng: np.random.Generator, batch_size: int) ->
     return count
 
 
-def run(ctx, *, batch_size: int, epochs: int, timing_epochs: int) -> dict[str, float]:
-    if epochs < 2:
-        raise ValueError(f"need epochs >= 2 to see the reshuffle, got {epochs}")
-    from dllab.data.digits import load_digits
+def measure_order(first, again, other, labels, size: int) -> dict[str, float]:
+    """Every epoch a permutation with labels following their images; a new order each epoch;
+    the order a function of the shuffle seed."""
+    same_seed = max(float(np.abs(a["standardized"] - b["standardized"]).max())
+                    if np.array_equal(a["indices"], b["indices"]) else float("inf") for a, b in zip(first, again))
+    return {
+        "epoch_is_permutation": float(all(np.array_equal(np.sort(e["indices"]), np.arange(size)) for e in first)),
+        "labels_follow_indices": float(all(np.array_equal(e["labels"], labels[e["indices"]]) for e in first)),
+        "same_seed_max_abs_diff": same_seed,
+        "other_seed_same_position_fraction": float(np.mean(first[0]["indices"] == other[0]["indices"])),
+        "next_epoch_same_position_fraction": float(np.mean(first[0]["indices"] == first[1]["indices"])),
+    }
 
-    train = load_digits(ctx.seed).train
-    images, labels = train.flat(), train.labels
-    size = len(labels)
 
-    mapper = Standardize()
-    first = read_epochs(make_pipeline(images, labels, seed=ctx.seed, batch_size=batch_size, mapper=mapper), epochs)
-    calls_after_one_pipeline = mapper.python_calls
-    again = read_epochs(make_pipeline(images, labels, seed=ctx.seed, batch_size=batch_size, mapper=Standardize()), epochs)
-    other = read_epochs(make_pipeline(images, labels, seed=ctx.seed + 1, batch_size=batch_size, mapper=Standardize()), epochs)
-
+def measure_map(first, images, calls_after_one_pipeline: int) -> dict[str, float]:
+    """The map's output against numpy on the same elements; its Python body ran once (tracing)."""
     map_error = 0.0
     for epoch in first:
         standardized, row_sums = standardize_numpy(images[epoch["indices"]])
         map_error = max(map_error, float(np.abs(epoch["standardized"] - standardized).max()),
                         float(np.abs(epoch["row_sums"] - row_sums).max()))
-    same_seed = max(float(np.abs(a["standardized"] - b["standardized"]).max())
-                    if np.array_equal(a["indices"], b["indices"]) else float("inf") for a, b in zip(first, again))
-    permutation = all(np.array_equal(np.sort(e["indices"]), np.arange(size)) for e in first)
-    labels_match = all(np.array_equal(e["labels"], labels[e["indices"]]) for e in first)
+    return {"map_vs_numpy_max_abs_diff": map_error, "map_python_calls": calls_after_one_pipeline,
+            "map_elements_processed": sum(len(e["indices"]) for e in first)}
 
+
+def measure_throughput(ctx, images, labels, *, batch_size: int, timing_epochs: int) -> dict[str, float]:
+    """Elements per second of the pipeline against a Python loop doing the same work (volatile)."""
     pipeline = make_pipeline(images, labels, seed=ctx.seed, batch_size=batch_size, mapper=Standardize())
     start = time.perf_counter()
     seen = sum(int(batch[0].shape[0]) for _ in range(timing_epochs) for batch in pipeline)
@@ -106,18 +121,27 @@ def run(ctx, *, batch_size: int, epochs: int, timing_epochs: int) -> dict[str, f
     rng = ctx.rng(1)
     seen_loop = sum(python_loop(images, labels, rng=rng, batch_size=batch_size) for _ in range(timing_epochs))
     loop_rate = seen_loop / (time.perf_counter() - start)
+    return {"pipeline_elements_per_s": pipeline_rate, "python_loop_elements_per_s": loop_rate,
+            "pipeline_speedup": pipeline_rate / loop_rate}
 
+
+def run(ctx, *, batch_size: int, epochs: int, timing_epochs: int, fault: str) -> dict[str, float]:
+    from dllab.data.digits import load_digits
+
+    train = load_digits(ctx.seed).train
+    images, labels = train.flat(), train.labels
+
+    def read(seed: int, mapper: Standardize):
+        return read_epochs(make_pipeline(images, labels, seed=seed, batch_size=batch_size, mapper=mapper,
+                                         fault=fault), epochs)
+
+    mapper = Standardize(fault)
+    first = read(ctx.seed, mapper)
+    calls_after_one_pipeline = mapper.python_calls
+    again, other = read(ctx.seed, Standardize(fault)), read(ctx.seed + 1, Standardize(fault))
     return {
-        "dataset_size": size,
-        "epoch_is_permutation": float(permutation),
-        "labels_follow_indices": float(labels_match),
-        "same_seed_max_abs_diff": same_seed,
-        "other_seed_same_position_fraction": float(np.mean(first[0]["indices"] == other[0]["indices"])),
-        "next_epoch_same_position_fraction": float(np.mean(first[0]["indices"] == first[1]["indices"])),
-        "map_vs_numpy_max_abs_diff": map_error,
-        "map_python_calls": calls_after_one_pipeline,
-        "map_elements_processed": sum(len(e["indices"]) for e in first),
-        "pipeline_elements_per_s": pipeline_rate,
-        "python_loop_elements_per_s": loop_rate,
-        "pipeline_speedup": pipeline_rate / loop_rate,
+        "dataset_size": len(labels),
+        **measure_order(first, again, other, labels, len(labels)),
+        **measure_map(first, images, calls_after_one_pipeline),
+        **measure_throughput(ctx, images, labels, batch_size=batch_size, timing_epochs=timing_epochs),
     }

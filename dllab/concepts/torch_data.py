@@ -67,18 +67,28 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
-def make_loader(dataset: Dataset, *, batch_size: int, seed: int, workers: int) -> DataLoader:
-    """A shuffling loader whose order, and the workers' seeds, come from one seeded generator."""
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
-                      num_workers=workers, worker_init_fn=seed_worker if workers else None,
-                      persistent_workers=False)
+def make_loader(dataset: Dataset, *, batch_size: int, seed: int, workers: int, fault: str = "none") -> DataLoader:
+    """A shuffling loader whose order, and the workers' seeds, come from one seeded generator.
+    (`fault` injects a negative control's mistake, in one visible branch each.)"""
+    generator = torch.Generator().manual_seed(0 if fault == "constant-loader-seed" else seed)
+    if fault == "shuffle-without-seed":  # the mistake: the order comes from torch's global stream
+        generator = None
+    sampler = None
+    if fault == "sample-with-replacement":  # the mistake: draws with replacement, not a permutation
+        sampler = torch.utils.data.RandomSampler(dataset, replacement=True, generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                      generator=generator, num_workers=workers,
+                      worker_init_fn=seed_worker if workers else None, persistent_workers=False)
 
 
-def read_epochs(loader: DataLoader, epochs: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def read_epochs(loader: DataLoader, epochs: int,
+                fault: str = "none") -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Every epoch's (images, labels, indices), each concatenated over its batches."""
     results = []
+    initial_seed = loader.generator.initial_seed() if loader.generator is not None else None
     for epoch in range(epochs):
+        if fault == "loader-rebuilt-each-epoch" and initial_seed is not None:  # the mistake:
+            loader.generator.manual_seed(initial_seed)  # a fresh seeded loader every epoch
         loader.dataset.set_epoch(epoch)
         batches = list(loader)
         results.append(tuple(torch.cat([batch[part] for batch in batches]) for part in range(3)))
@@ -95,39 +105,59 @@ def max_difference(first, second) -> float:
     return worst
 
 
-def run(ctx, *, batch_size: int, epochs: int, workers: int, noise: float) -> dict[str, float]:
-    if workers < 1 or epochs < 2:
-        raise ValueError(f"need workers >= 1 and epochs >= 2 to compare, got {workers} and {epochs}")
+def same_positions(first: torch.Tensor, second: torch.Tensor) -> float:
+    return float((first == second).float().mean())
+
+
+def measure_order(read, size: int, seed: int) -> dict[str, float]:
+    """Each epoch is a permutation; the next epoch reshuffles; the order is a function of the
+    loader's generator seed."""
+    main, same_seed, other_seed = read("per_sample", seed, 0), read("per_sample", seed, 0), read("per_sample", seed + 1, 0)
+    orders = [indices for _, _, indices in main]
+    permutation = all(torch.equal(torch.sort(order).values, torch.arange(size)) for order in orders)
+    return {
+        "epoch_is_permutation": float(permutation),
+        "same_seed_max_abs_diff": max_difference(main, same_seed),
+        "other_seed_same_position_fraction": same_positions(orders[0], other_seed[0][2]),
+        "next_epoch_same_position_fraction": same_positions(orders[0], orders[1]),
+    }, main
+
+
+def measure_workers(read, main, seed: int, workers: int) -> dict[str, float]:
+    """Randomness keyed on (seed, epoch, index): 2 workers give the 0-worker batches bit for bit."""
+    return {"workers_vs_main_max_abs_diff": max_difference(main, read("per_sample", seed, workers))}
+
+
+def measure_global_randomness(read, seed: int, workers: int, randomness: str) -> dict[str, float]:
+    """The process's own random streams with the documented worker recipe: repeatable from run to
+    run, the same order, but other augmentations than without workers."""
+    global_main = read(randomness, seed, 0)
+    global_workers, global_workers_again = read(randomness, seed, workers), read(randomness, seed, workers)
+    return {
+        "global_rng_workers_repeat_max_abs_diff": max_difference(global_workers, global_workers_again),
+        "global_rng_workers_vs_main_max_abs_diff": max_difference(global_main, global_workers),
+        "global_rng_same_order": float(all(torch.equal(a[2], b[2]) for a, b in zip(global_main, global_workers))),
+    }
+
+
+def run(ctx, *, batch_size: int, epochs: int, workers: int, noise: float, fault: str) -> dict[str, float]:
     from dllab.data.digits import load_digits
 
     train = load_digits(ctx.seed).train
 
-    def dataset(randomness: str) -> AugmentedDigits:
-        return AugmentedDigits(train.images, train.labels, seed=ctx.seed, noise=noise, randomness=randomness)
-
-    def loader(randomness: str, seed: int, worker_count: int) -> DataLoader:
-        return make_loader(dataset(randomness), batch_size=batch_size, seed=seed, workers=worker_count)
-
-    main = read_epochs(loader("per_sample", ctx.seed, 0), epochs)
-    same_seed = read_epochs(loader("per_sample", ctx.seed, 0), epochs)
-    other_seed = read_epochs(loader("per_sample", ctx.seed + 1, 0), epochs)
-    with_workers = read_epochs(loader("per_sample", ctx.seed, workers), epochs)
-    global_main = read_epochs(loader("global", ctx.seed, 0), epochs)
-    global_workers = read_epochs(loader("global", ctx.seed, workers), epochs)
-    global_workers_again = read_epochs(loader("global", ctx.seed, workers), epochs)
+    def read(randomness: str, seed: int, worker_count: int):
+        dataset = AugmentedDigits(train.images, train.labels, seed=ctx.seed, noise=noise, randomness=randomness)
+        loader = make_loader(dataset, batch_size=batch_size, seed=seed, workers=worker_count, fault=fault)
+        return read_epochs(loader, epochs, fault)
 
     size = len(train)
-    orders = [indices for _, _, indices in main]
-    permutation = all(torch.equal(torch.sort(order).values, torch.arange(size)) for order in orders)
+    order, main = measure_order(read, size, ctx.seed)
+    # the mistake of control per-sample-everywhere: the "global" loaders keyed on the sample too
+    randomness = "per_sample" if fault == "per-sample-everywhere" else "global"
     return {
         "dataset_size": size,
-        "batches_per_epoch": len(loader("per_sample", ctx.seed, 0)),
-        "epoch_is_permutation": float(permutation),
-        "same_seed_max_abs_diff": max_difference(main, same_seed),
-        "other_seed_same_position_fraction": float((orders[0] == other_seed[0][2]).float().mean()),
-        "next_epoch_same_position_fraction": float((orders[0] == orders[1]).float().mean()),
-        "workers_vs_main_max_abs_diff": max_difference(main, with_workers),
-        "global_rng_workers_repeat_max_abs_diff": max_difference(global_workers, global_workers_again),
-        "global_rng_workers_vs_main_max_abs_diff": max_difference(global_main, global_workers),
-        "global_rng_same_order": float(all(torch.equal(a[2], b[2]) for a, b in zip(global_main, global_workers))),
+        "batches_per_epoch": -(-size // batch_size),
+        **order,
+        **measure_workers(read, main, ctx.seed, workers),
+        **measure_global_randomness(read, ctx.seed, workers, randomness),
     }

@@ -253,7 +253,8 @@ def table(summary: dict) -> str:
 
 
 def _interval(figures: dict, spec: str) -> str:
-    fmt = lambda v: "inf" if v is None or v == float("inf") else format(v, spec)
+    """`IQM [low, high]`; an infinite time to solve (JSON null) reads "never"."""
+    fmt = lambda v: "never" if v is None or v == float("inf") else format(v, spec)
     return f"{fmt(figures['iqm'])} [{fmt(figures['ci_low'])}, {fmt(figures['ci_high'])}]"
 
 
