@@ -263,9 +263,9 @@ def check_values(schema: dict[str, Param], values: dict, where: str) -> dict[str
     checked = {}
     for key, value in values.items():
         if key not in schema:
-            raise ScenarioFileError(f"{where}.{key}: overrides no key of [params]")
+            raise ScenarioFileError(f"{where}.{key}': overrides no key of [params]")
         try:
-            checked[key] = schema[key].check(value, f"{where}.{key}")
+            checked[key] = schema[key].check(value, f"{where}.{key}'")
         except UsageError as error:
             raise ScenarioFileError(str(error)) from None
     return checked
