@@ -74,6 +74,7 @@ class SweepPlan:
     resamples: int = 10_000
     bootstrap_seed: int = 0
     expectations: dict[str, str] = field(default_factory=dict)
+    source: str = ""  # the scenario's file: a worker reads only that one
 
     def folder(self, setting: Setting, seed: int) -> Path:
         return self.out / "runs" / setting.key / f"s{seed}"
@@ -193,6 +194,7 @@ def plan_sweep(
         resamples,
         bootstrap_seed,
         {name: bound.text for name, bound in spec.expectations(quick).items()},
+        str(spec.source),
     )
     _check_existing(plan)
     return plan
@@ -231,6 +233,7 @@ def requests(plan: SweepPlan) -> list[dict[str, Any]]:
     return [
         {
             "scenario": plan.scenario,
+            "source": plan.source,
             "framework": plan.framework,
             "quick": plan.quick,
             "seed": seed,
@@ -330,14 +333,26 @@ def _resumable(folder: Path) -> Path | None:
     return None
 
 
-def _run_cell(request: dict[str, Any], folder: Path, resume: Path | None) -> None:
+def _scenario(request: dict[str, Any]):
+    """The scenario's spec from its own file where this machine has it (so that another file
+    being edited meanwhile cannot stop the sweep), else from the registry."""
     from dllab import registry
+
+    source = Path(request.get("source") or "")
+    if source.suffix == ".toml" and source.is_file():
+        spec = registry.load_file(source)
+        if spec.id == request["scenario"]:
+            return spec
+    return registry.get(request["scenario"])
+
+
+def _run_cell(request: dict[str, Any], folder: Path, resume: Path | None) -> None:
     from dllab.runner import run_scenario
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _registered(str(folder)):
         run_scenario(
-            registry.get(request["scenario"]),
+            _scenario(request),
             seed=request["seed"],
             framework=request["framework"],
             quick=request["quick"],
@@ -821,8 +836,10 @@ def _save(plt, figure, path: Path) -> None:
     plt.close(figure)
 
 
-def write_outputs(plan: SweepPlan, sweep: dict[str, Any], records: list[dict]) -> None:
-    """sweep.json, sweep.md and the two PNGs, each written atomically."""
+def write_outputs(
+    plan: SweepPlan, sweep: dict[str, Any], records: list[dict], plots: bool = True
+) -> None:
+    """sweep.json and sweep.md (atomically), and the two PNGs unless `plots` is False."""
     fileio.write_json_atomic(plan.out / "sweep.json", sweep)
     title = f"# Sweep of {sweep['scenario']} ({sweep['framework']}, {sweep['profile']} profile)\n\n"
     seeds = f"{len(plan.seeds)} seeds ({_seed_text(plan.seeds)}), {len(plan.settings)} setting(s)"
@@ -831,8 +848,9 @@ def write_outputs(plan: SweepPlan, sweep: dict[str, Any], records: list[dict]) -
         title + seeds + ". IQM = interquartile mean; "
         "95% CI by stratified bootstrap.\n\n" + table(sweep, markdown=True) + "\n",
     )
-    plot_profiles(sweep, records, plan.out / "profile.png")
-    plot_intervals(sweep, plan.out / "intervals.png")
+    if plots:
+        plot_profiles(sweep, records, plan.out / "profile.png")
+        plot_intervals(sweep, plan.out / "intervals.png")
 
 
 def _seed_text(seeds: list[int]) -> str:
@@ -859,6 +877,7 @@ def run_sweep(
     scheduler: str | None = None,
     engine: Engine | None = None,
     on_result: Callable | None = None,
+    plots: bool = True,
 ) -> tuple[dict, dict]:
     """Run every cell not finished yet, then aggregate all cells and write the sweep's files, on
     `engine` if given (left open), else on a cluster connected for this sweep (see `connect`).
@@ -890,7 +909,7 @@ def run_sweep(
         for task in tasks
     ]
     sweep = aggregate(plan, records)
-    write_outputs(plan, sweep, records)
+    write_outputs(plan, sweep, records, plots)
     fileio.write_json_atomic(plan.out / "timing.json", timing)
     if interrupted:
         raise KeyboardInterrupt

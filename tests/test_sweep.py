@@ -47,7 +47,7 @@ def attempts(folder: Path) -> dict[str, list[str]]:
 def reference(tmp_path_factory) -> bytes:
     """sweep.json of the sweep run by one embedded worker."""
     plan = plan_for(tmp_path_factory.mktemp("one-worker"))
-    found, timing = sweep.run_sweep(plan, workers=1)
+    found, timing = sweep.run_sweep(plan, workers=1, plots=False)
     assert timing["executed"] == 3 and timing["workers"] == 1
     assert [run["status"] for run in found["runs"]] == ["ok"] * 3
     return (plan.out / "sweep.json").read_bytes()
@@ -89,7 +89,7 @@ def test_two_workers_give_the_same_sweep_and_a_rerun_skips_finished_runs(
     for name in ("sweep.md", "profile.png", "intervals.png"):
         assert (plan.out / name).stat().st_size > 0
     before = attempts(plan.out)
-    again, timing = sweep.run_sweep(plan_for(tmp_path / "two"), engine=two_workers)
+    again, timing = sweep.run_sweep(plan_for(tmp_path / "two"), engine=two_workers, plots=False)
     assert timing["executed"] == 0 and timing["skipped_finished"] == 3
     assert attempts(plan.out) == before and (plan.out / "sweep.json").read_bytes() == reference
 
@@ -147,7 +147,7 @@ def test_an_external_scheduler_and_workers_give_the_same_sweep(reference, tmp_pa
     address, processes = _start_external_cluster(tmp_path)
     try:
         plan = plan_for(tmp_path / "external")
-        found, timing = sweep.run_sweep(plan, scheduler=address)
+        found, timing = sweep.run_sweep(plan, scheduler=address, plots=False)
         assert not timing["embedded_cluster"] and timing["executed"] == 3
         assert (plan.out / "sweep.json").read_bytes() == reference
     finally:
@@ -177,7 +177,7 @@ def test_a_worker_killed_mid_run_has_its_run_redone_once(reference, two_workers,
     plan = plan_for(tmp_path / "killed")
     outcome = {}
     thread = threading.Thread(
-        target=lambda: outcome.update(result=sweep.run_sweep(plan, engine=two_workers))
+        target=lambda: outcome.update(result=sweep.run_sweep(plan, engine=two_workers, plots=False))
     )
     thread.start()
     try:
@@ -217,7 +217,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes_to_the_same_sweep(
         "--seeds",
         SEEDS,
         "--workers",
-        "2",
+        "1",
         "--resamples",
         "2000",
         "--out",
@@ -246,7 +246,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes_to_the_same_sweep(
         "ok",
         "interrupted",
     }  # none left "running"
-    sweep.run_sweep(plan_for(folder), engine=two_workers)
+    sweep.run_sweep(plan_for(folder), engine=two_workers, plots=False)
     assert (folder / "sweep.json").read_bytes() == reference
 
 
@@ -274,7 +274,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     plan = sweep.plan_sweep(
         "test/sweep-toy", seeds="0-2", sets=["value=1,2"], out=str(tmp_path / "toy"), resamples=500
     )
-    found, timing = sweep.run_sweep(plan, workers=1)
+    found, timing = sweep.run_sweep(plan, workers=1, plots=False)
     statuses = {(r["params"]["value"], r["seed"]): r["status"] for r in found["runs"]}
     assert statuses == {
         (1, 0): "ok",
@@ -295,7 +295,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
         and failed["expect_met"] == {"score": 0.0}
         and failed["n_failed"] == 3
     )
-    again, timing = sweep.run_sweep(plan, workers=1)  # failed runs are finished: not redone
+    again, timing = sweep.run_sweep(plan, workers=1, plots=False)  # failed = finished
     assert timing["executed"] == 0
     registry.load_all(refresh=True)
 

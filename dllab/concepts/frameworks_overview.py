@@ -25,7 +25,7 @@ import numpy as np
 
 from dllab.concepts import framework_performance as performance
 
-GAP_BOUND = 1e-6  # a backend "works" when its losses follow numpy this closely (the scenario's bound)
+GAP_BOUND = 1e-5  # a backend "works" when its losses follow numpy this closely (the scenario's bound)
 GRAPH_CAPTURE = {"torch": "torch.compile, torch.fx, TorchScript", "tensorflow": "tf.function",
                  "keras_tensorflow": "tf.function (+ XLA with jit_compile)",
                  "keras_torch": "torch.compile with jit_compile=True", "keras_jax": "jax.jit"}

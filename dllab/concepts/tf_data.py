@@ -31,8 +31,10 @@ class Standardize:
 
     def _body(self, image, label, index):
         self.python_calls += 1  # runs while tracing only
-        if self.fault == "map-in-float16":  # the control's mistake: half precision in the map
-            image = tf.cast(tf.cast(image, tf.float16), tf.float32)
+        if self.fault == "map-in-float16":  # the control's mistake: the map computes in half precision
+            half = tf.cast(image, tf.float16)
+            return (tf.cast((half - MEAN) * SCALE, tf.float32), tf.cast(tf.reduce_sum(half, axis=-1), tf.float32),
+                    label, index)
         standardized = (image - MEAN) * SCALE
         return standardized, tf.reduce_sum(image, axis=-1), label, index
 

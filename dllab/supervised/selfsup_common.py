@@ -111,6 +111,20 @@ def difference_metrics(prefix: str, differences: list[float], rng: np.random.Gen
 
 
 SELFSUP_ARMS = ("scratch", "frozen", "fine_tuned")
+
+
+def selfsup_arms(fine_tuning: bool) -> tuple[str, ...]:
+    """The arms of the self-supervised comparison: scratch and frozen, with `fine_tuning` also
+    the two-stage fine-tuning."""
+    return SELFSUP_ARMS if fine_tuning else SELFSUP_ARMS[:2]
+
+
+def selfsup_settings(epochs: int, batch_size: int, learning_rate: float, *, temperature: float,
+                     elastic: float, mask: float) -> dict[str, dict]:
+    """Each objective's pretraining arguments."""
+    common = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    return {"contrastive": dict(common, temperature=temperature, elastic=elastic),
+            "denoising": dict(common, mask=mask)}
 SELFSUP_STREAM, SELECTION_STREAM = 50_000, 90_000  # few-shot draws apart from the supervised arm's
 
 
@@ -139,15 +153,18 @@ def compare_selfsup(ctx, digits, train_arms, *, shots: list[int], learning_rates
     from dllab.supervised.transfer_common import draw_and_train
 
     metrics: dict[str, float] = {}
+    arms = train_arms.arms
     for count in shots:
-        tests, chosen, _ = draw_and_train(ctx, digits.train, train_arms, SELFSUP_ARMS, count,
+        tests, chosen, _ = draw_and_train(ctx, digits.train, train_arms, arms, count,
                                           learning_rates, draws, stream=SELFSUP_STREAM)
-        for index, arm in enumerate(SELFSUP_ARMS):
+        for index, arm in enumerate(arms):
             name = f"selfsup_{arm}_accuracy_shots{count}"
             metrics.update(difference_metrics(name, tests[arm], ctx.rng(8000 + 10 * count + index)))
             metrics[f"selfsup_{arm}_learning_rate_shots{count}"] = chosen[arm]
             ctx.log_scalar(f"charts/selfsup_{arm}_accuracy", metrics[name], count)
         for arm, prefix in (("frozen", "selfsup"), ("fine_tuned", "selfsup_fine_tuned")):
+            if arm not in arms:
+                continue
             differences = [t - s for t, s in zip(tests[arm], tests["scratch"])]
             metrics.update(difference_metrics(f"{prefix}_minus_scratch_shots{count}", differences,
                                               ctx.rng(9000 + count + 100 * (arm == "fine_tuned"))))
@@ -173,7 +190,8 @@ def plot_labels(ctx, metrics: dict[str, float], shots: list[int]):
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for arm, label, offset in (("scratch", "from scratch", 0.96), ("frozen", "self-supervised, frozen", 1.0),
                                ("fine_tuned", "self-supervised, fine-tuned", 1.04)):
-        bars(left, f"selfsup_{arm}_accuracy", label, offset)
+        if f"selfsup_{arm}_accuracy_shots{shots[0]}" in metrics:
+            bars(left, f"selfsup_{arm}_accuracy", label, offset)
     left.axhline(1 / CLASSES, color="grey", linewidth=0.8, label="chance")
     left.set_ylabel("test accuracy, 10 digits")
     bars(right, "selfsup_minus_scratch", "self-supervised on the unlabeled pool (frozen)", 0.98)

@@ -48,14 +48,19 @@ def source_and_target(seed: int) -> tuple[Digits, Digits]:
 
 def pretraining_source(seed: int, source: Digits, fault: str, rng: np.random.Generator) -> Digits:
     """The source task, or a control's mistake: `source_includes_target` pretrains on all ten
-    digits (the target classes leak into the source); `source_labels_shuffled` pretrains on
-    labels permuted across the training images."""
+    digits (the target classes leak into the source); `labels_off_by_one` pretrains on labels
+    shifted to the next class (the source's test labels stay right)."""
     if fault == "source_includes_target":
         return load_digits(seed)
-    if fault == "source_labels_shuffled":
-        return Digits(Split(source.train.images, rng.permutation(source.train.labels)),
-                      source.validation, source.test)
+    if fault == "labels_off_by_one":
+        shifted = (source.train.labels + 1) % len(SOURCE)
+        return Digits(Split(source.train.images, shifted), source.validation, source.test)
     return source
+
+
+def supervised_arms(fine_tuning: bool) -> tuple[str, ...]:
+    """The arms trained on 5-9: scratch and frozen, with `fine_tuning` also the other two."""
+    return ARMS if fine_tuning else ARMS[:2]
 
 
 def labels_off_by_one(train_arms: "TrainArms", classes: int) -> "TrainArms":
@@ -121,18 +126,20 @@ def draw_and_train(ctx, train: Split, train_arms: TrainArms, arms: tuple, count:
 
 
 def compare(ctx, target: Digits, train_arms: TrainArms, features: Features, *, shots: list[int],
-            learning_rates: list[float], draws: int) -> dict[str, float]:
-    """Run every arm on `draws` draws of each number of shots; learning rates chosen on validation.
+            learning_rates: list[float], draws: int, arms: tuple = ARMS) -> dict[str, float]:
+    """Run the arms on `draws` draws of each number of shots; learning rates chosen on validation.
     `supervised_minus_scratch_shots{K}` (with its bootstrap interval) is frozen - scratch per draw."""
     from dllab.supervised.selfsup_common import difference_metrics
 
     test_features = {"pixels": target.test.images, **features(target.test.images)}
     metrics: dict[str, float] = {}
-    advantages: dict[str, list[float]] = {arm: [] for arm in ARMS[1:]}
+    advantages: dict[str, list[float]] = {arm: [] for arm in arms[1:]}
+    for arm in ARMS[len(arms):]:
+        ctx.skip_metric(f"{arm}_advantage_mean", "arm not trained in this profile (fine_tuning off)")
     for count in shots:
-        tests, chosen, drawn = draw_and_train(ctx, target.train, train_arms, ARMS, count,
+        tests, chosen, drawn = draw_and_train(ctx, target.train, train_arms, arms, count,
                                               learning_rates, draws, stream=0)
-        for arm in ARMS:
+        for arm in arms:
             metrics[f"{arm}_accuracy_{count}shot"] = float(np.mean(tests[arm]))
             metrics[f"{arm}_learning_rate_{count}shot"] = chosen[arm]
             ctx.log_scalar(f"charts/{arm}_accuracy", metrics[f"{arm}_accuracy_{count}shot"], count)
@@ -149,15 +156,18 @@ def compare(ctx, target: Digits, train_arms: TrainArms, features: Features, *, s
     for arm, values in advantages.items():
         metrics.update({f"{arm}_advantage_min": min(values), f"{arm}_advantage_mean": float(np.mean(values)),
                         f"{arm}_advantage_max": max(values)})
-    for arm in ARMS:
-        metrics[f"{arm}_over_chance"] = float(np.mean([metrics[f"{arm}_accuracy_{c}shot"] for c in shots])) - CHANCE
+    for arm in arms:
+        accuracy = np.mean([metrics[f"{arm}_accuracy_{c}shot"] for c in shots])
+        metrics[f"{arm}_over_chance"] = float(accuracy) - CHANCE
     metrics["probe_feature_collapse"] = float(np.mean(
-        [metrics[f"probe_pixels_accuracy_{c}shot"] - metrics[f"probe_features_accuracy_{c}shot"] for c in shots]))
-    plot_shots(ctx, metrics, shots)
+        [metrics[f"probe_pixels_accuracy_{c}shot"] - metrics[f"probe_features_accuracy_{c}shot"]
+         for c in shots]))
+    if len(shots) > 1:  # a curve against shots needs two numbers of shots
+        plot_shots(ctx, metrics, shots, arms)
     return metrics
 
 
-def plot_shots(ctx, metrics: dict[str, float], shots: list[int]):
+def plot_shots(ctx, metrics: dict[str, float], shots: list[int], arms: tuple = ARMS):
     """accuracy_vs_shots.png: test accuracy on 5-9 against labelled images per class."""
     import matplotlib
 
@@ -165,7 +175,7 @@ def plot_shots(ctx, metrics: dict[str, float], shots: list[int]):
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    for arm in ARMS:
+    for arm in arms:
         axes.plot(shots, [metrics[f"{arm}_accuracy_{c}shot"] for c in shots], marker="o", label=arm)
     for name in PROBES:
         axes.plot(shots, [metrics[f"probe_{name}_accuracy_{c}shot"] for c in shots], linestyle="--",

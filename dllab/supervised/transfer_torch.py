@@ -26,21 +26,23 @@ from torch import nn
 
 from dllab.data.digits import Split, load_digits
 from dllab.supervised.cnn_torch import CNN
-from dllab.supervised.common import report_history
+from dllab.supervised.common import log_history
 from dllab.supervised.selfsup_common import (CLASSES, OBJECTIVES, choose_objective, compare_selfsup,
-                                             plot_labels, unlabeled_pool)
+                                             plot_labels, selfsup_arms, selfsup_settings,
+                                             unlabeled_pool)
 from dllab.supervised.selfsup_torch import pretrain_encoder
 from dllab.supervised.torch_training import evaluate, fit, image_tensors, train_epoch
 from dllab.supervised.transfer_common import (ARMS, TARGET, check_protocol, compare, labels_off_by_one,
-                                              pretraining_source, source_and_target)
+                                              pretraining_source, source_and_target, supervised_arms)
 
 CONV_LAYERS = 7  # features[:7] = conv-relu-pool-conv-relu-pool-flatten: the convolutional features
 
 
-def train_steps(model: CNN, optimizer: torch.optim.Optimizer, samples: Split, steps: int) -> CNN:
-    """Full-batch steps of `optimizer` on the few samples; parameters whose `requires_grad` is
-    False get no gradient, so Adam leaves them alone: freezing, not the optimizer, keeps them."""
-    x, y = image_tensors(samples)
+def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                steps: int) -> nn.Module:
+    """Full-batch steps of `optimizer` on the few samples (images, or frozen features for a head);
+    parameters whose `requires_grad` is False get no gradient, so Adam leaves them alone:
+    freezing, not the optimizer, keeps them."""
     for _ in range(steps):
         train_epoch(model, optimizer, x, y, np.arange(len(y)), len(y))
     return model
@@ -60,19 +62,32 @@ def held_parameters(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     return sum(p.numel() for p in model.parameters() if optimizer.state.get(p))
 
 
-class Arms:
-    """Trains the arms on one set of few samples, from the base saved at `path`. Measures, on the
-    frozen arm, that the frozen base never moves while the head does, with an optimizer given
-    every parameter, and which parameters the optimizer ends up holding."""
+def largest_change(parameters, before) -> float:
+    return max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(parameters, before))
 
-    def __init__(self, path: Path, task, steps: int, classes: int, arms=ARMS, fault: str = "none"):
+
+class Arms:
+    """Trains the arms on one set of few samples, from the base saved at `path`. A frozen base
+    computes the same features at every step, so the frozen arms train their head on features
+    computed once; `measure_freezing` checks that shortcut against a whole frozen model (the
+    base bit-identical, the head moving, Adam given every parameter) on the first call."""
+
+    def __init__(self, path: Path, task, steps: int, classes: int, arms=ARMS, fault: str = "none",
+                 measure: bool = False):
         self.path, self.steps, self.classes, self.arms, self.fault = path, steps, classes, arms, fault
         self.validation, self.test = image_tensors(task.validation), image_tensors(task.test)
-        self.max_frozen_base_change, self.min_head_change = 0.0, float("inf")
-        self.trainable_parameters = self.optimizer_parameters = 0
+        self.measure, self.mechanics = measure, {}
+        self.loaded = load_base(CNN(classes=classes), path)
+        self.features = self.base_features(self.loaded)
 
-    def accuracies(self, model: CNN) -> tuple[float, float]:
-        return evaluate(model, *self.validation)[1], evaluate(model, *self.test)[1]
+    @torch.no_grad()
+    def base_features(self, model: CNN) -> tuple[torch.Tensor, torch.Tensor]:
+        return model.features(self.validation[0]), model.features(self.test[0])
+
+    def accuracies(self, model: nn.Module, inputs=None) -> tuple[float, float]:
+        validation, test = inputs or (self.validation[0], self.test[0])
+        return (evaluate(model, validation, self.validation[1])[1],
+                evaluate(model, test, self.test[1])[1])
 
     def transferred(self, init_seed: int) -> CNN:
         """A new random head on the pretrained base (a fresh base if the weights are not loaded)."""
@@ -80,8 +95,22 @@ class Arms:
         model = CNN(classes=self.classes)
         return model if self.fault == "encoder_not_loaded" else load_base(model, self.path)
 
-    def frozen(self, samples: Split, learning_rate: float, init_seed: int, steps: int) -> CNN:
-        """The base frozen with `requires_grad_(False)`; Adam is given every parameter."""
+    def frozen_head(self, samples: Split, learning_rate: float, init_seed: int, steps: int):
+        """The new head trained on the frozen base's features of the samples; the model (base and
+        trained head) and its (validation, test) accuracies."""
+        model = self.transferred(init_seed)
+        x, y = image_tensors(samples)
+        with torch.no_grad():
+            features = model.features(x)
+        head = model.head
+        train_steps(head, torch.optim.Adam(head.parameters(), lr=learning_rate), features, y, steps)
+        inputs = self.features if self.fault != "encoder_not_loaded" else self.base_features(model)
+        return model, self.accuracies(head, inputs)
+
+    def measure_freezing(self, samples: Split, learning_rate: float, init_seed: int) -> None:
+        """The whole model trained with its base frozen (`requires_grad_(False)`) and Adam given
+        every parameter: what moved, what Adam holds, and how far its head is from the head
+        trained on precomputed features (the shortcut the frozen arms take)."""
         model = self.transferred(init_seed)
         if self.fault != "base_not_frozen":
             model.features.requires_grad_(False)
@@ -89,34 +118,37 @@ class Arms:
         if self.fault == "stale_optimizer":  # the head replaced after the optimizer was built
             model.head = nn.Linear(model.head.in_features, self.classes)
         base, head = ([p.detach().clone() for p in part.parameters()] for part in (model.features, model.head))
-        train_steps(model, optimizer, samples, steps)
-        change = max(float((p.detach() - q).abs().max()) for p, q in zip(model.features.parameters(), base))
-        self.max_frozen_base_change = max(self.max_frozen_base_change, change)
-        head_change = max(float((p.detach() - q).abs().max()) for p, q in zip(model.head.parameters(), head))
-        self.min_head_change = min(self.min_head_change, head_change)
-        self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        self.optimizer_parameters = held_parameters(model, optimizer)
-        return model
+        train_steps(model, optimizer, *image_tensors(samples), self.steps)
+        shortcut, _ = self.frozen_head(samples, learning_rate, init_seed, self.steps)
+        self.mechanics = {
+            "max_frozen_base_change": largest_change(model.features.parameters(), base),
+            "frozen_head_change": largest_change(model.head.parameters(), head),
+            "frozen_trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "optimizer_held_parameters": held_parameters(model, optimizer),
+            "feature_head_difference": largest_change(model.head.parameters(),
+                                                      shortcut.head.parameters()),
+        }
+
+    def full(self, model: CNN, samples: Split, learning_rate: float, steps: int) -> tuple[float, float]:
+        """Every weight of `model` trained (nothing frozen); its accuracies."""
+        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+        return self.accuracies(train_steps(model, optimizer, *image_tensors(samples), steps))
 
     def __call__(self, samples: Split, learning_rate: float, init_seed: int) -> dict[str, tuple[float, float]]:
+        if self.measure and not self.mechanics:
+            self.measure_freezing(samples, learning_rate, init_seed)
         results = {}
         if "scratch" in self.arms:
             torch.manual_seed(init_seed)
-            scratch = CNN(classes=self.classes)  # fresh weights everywhere
             steps = self.steps // 10 if self.fault == "scratch_fewer_steps" else self.steps  # a control's mistake
-            train_steps(scratch, torch.optim.Adam(scratch.parameters(), lr=learning_rate), samples, steps)
-            results["scratch"] = self.accuracies(scratch)
+            results["scratch"] = self.full(CNN(classes=self.classes), samples, learning_rate, steps)
         if "frozen" in self.arms:
-            results["frozen"] = self.accuracies(self.frozen(samples, learning_rate, init_seed, self.steps))
+            results["frozen"] = self.frozen_head(samples, learning_rate, init_seed, self.steps)[1]
         if "fine_tuned" in self.arms:  # stage 1: the head on the frozen base; 2: all, lr / 10
-            tuned = self.frozen(samples, learning_rate, init_seed, self.steps // 2).requires_grad_(True)
-            optimizer = torch.optim.Adam(tuned.parameters(), lr=learning_rate / 10)
-            results["fine_tuned"] = self.accuracies(train_steps(tuned, optimizer, samples,
-                                                                self.steps - self.steps // 2))
+            tuned, _ = self.frozen_head(samples, learning_rate, init_seed, self.steps // 2)
+            results["fine_tuned"] = self.full(tuned, samples, learning_rate / 10, self.steps - self.steps // 2)
         if "warm_start" in self.arms:  # nothing frozen: the pretrained initialisation
-            warm = self.transferred(init_seed)
-            train_steps(warm, torch.optim.Adam(warm.parameters(), lr=learning_rate), samples, self.steps)
-            results["warm_start"] = self.accuracies(warm)
+            results["warm_start"] = self.full(self.transferred(init_seed), samples, learning_rate, self.steps)
         return results
 
 
@@ -148,15 +180,18 @@ def pretrain_supervised(ctx, source, *, pretrain_epochs: int, batch_size: int, l
     """The CNN trained on the source digits and saved as a `state_dict`; its source test accuracy."""
     pretrained = CNN(classes=classes)
     optimizer = torch.optim.Adam(pretrained.parameters(), lr=learning_rate)
-    history = fit(ctx, pretrained, optimizer, source, epochs=pretrain_epochs, batch_size=batch_size, name="pretrain")
-    report_history(ctx, history, "pretrain", "torch CNN pretrained on the source digits")
+    history = fit(ctx, pretrained, optimizer, source, epochs=pretrain_epochs, batch_size=batch_size,
+                  name="pretrain")
+    log_history(ctx, history, "pretrain")
     path = ctx.artifact("pretrained_0-4.pt")
     torch.save(pretrained.state_dict(), path)
     return path, evaluate(pretrained, *image_tensors(source.test))[1]
 
 
-def supervised_arm(ctx, *, fault: str, shots, learning_rates, steps, draws, **pretraining) -> tuple[dict, Arms]:
-    """Pretrain on 0-4, then the four arms on a few 5-9s, with the probes of the features."""
+def supervised_arm(ctx, *, fault: str, shots, learning_rates, steps, draws, fine_tuning: bool,
+                   **pretraining) -> dict[str, float]:
+    """Pretrain on 0-4, then the arms on a few 5-9s, the probes of the features, and the
+    freezing mechanics measured on the first few-shot training."""
     source, target = source_and_target(ctx.seed)
     source = pretraining_source(ctx.seed, source, fault, ctx.rng(31))
     path, source_accuracy = pretrain_supervised(ctx, source, classes=int(source.train.labels.max()) + 1,
@@ -168,59 +203,61 @@ def supervised_arm(ctx, *, fault: str, shots, learning_rates, steps, draws, **pr
         x = torch.from_numpy(images).unsqueeze(1)
         return {"conv": reloaded.features[:CONV_LAYERS](x).numpy(), "features": reloaded.features(x).numpy()}
 
-    arms = Arms(path, target, steps, len(TARGET), fault=fault)
+    arms = Arms(path, target, steps, len(TARGET), arms=supervised_arms(fine_tuning), fault=fault,
+                measure=True)
     trainer = labels_off_by_one(arms, len(TARGET)) if fault == "labels_off_by_one" else arms
     metrics = {"pretrain_test_accuracy": source_accuracy}
     metrics.update(compare(ctx, target, trainer, features, shots=shots, learning_rates=learning_rates,
-                           draws=draws))
-    return metrics, arms
+                           draws=draws, arms=arms.arms))
+    return {**metrics, **arms.mechanics}
 
 
 def selfsup_arm(ctx, *, fault: str, objectives: str, shots, learning_rates, steps, draws,
-                selfsup_settings: dict) -> dict[str, float]:
+                fine_tuning: bool, selfsup_settings: dict) -> dict[str, float]:
     """Pretrain an encoder per objective on the unlabeled pool, choose one on validation, then
-    scratch / frozen / fine-tuned on a few labelled images of all ten digits."""
+    scratch / frozen (/ fine-tuned) on a few labelled images of all ten digits."""
     digits = load_digits(ctx.seed)
     pool = unlabeled_pool(digits.train.images, fault == "shuffled_pixels", ctx.rng(41))
     metrics, paths = {}, {}
     for index, objective in enumerate(objectives.split("+")):
         paths[objective] = ctx.artifact(f"selfsup_{objective}.pt")
-        losses = pretrain_encoder(objective, pool, paths[objective], ctx.rng(42 + index), init_seed=ctx.seed,
-                                  **selfsup_settings[objective])
+        losses = pretrain_encoder(objective, pool, paths[objective], ctx.rng(42 + index),
+                                  init_seed=ctx.seed, **selfsup_settings[objective])
         metrics[f"selfsup_{objective}_final_loss"] = float(np.mean(losses[-5:]))
+    chosen = next(iter(paths))
     if len(paths) > 1:
-        candidates = {o: Arms(p, digits, steps, CLASSES, arms=("frozen",), fault=fault) for o, p in paths.items()}
-        chosen, scores = choose_objective(ctx, digits, candidates, learning_rates=learning_rates, draws=draws)
+        candidates = {o: Arms(p, digits, steps, CLASSES, arms=("frozen",), fault=fault)
+                      for o, p in paths.items()}
+        chosen, scores = choose_objective(ctx, digits, candidates, learning_rates=learning_rates,
+                                          draws=draws)
         metrics.update(scores)
-    else:
-        chosen = next(iter(paths))
     metrics["selfsup_objective_index"] = OBJECTIVES.index(chosen)
-    arms = Arms(paths[chosen], digits, steps, CLASSES, arms=("scratch", "frozen", "fine_tuned"),
-                fault=fault)
-    metrics.update(compare_selfsup(ctx, digits, arms, shots=shots, learning_rates=learning_rates, draws=draws))
+    arms = Arms(paths[chosen], digits, steps, CLASSES, arms=selfsup_arms(fine_tuning), fault=fault)
+    metrics.update(compare_selfsup(ctx, digits, arms, shots=shots, learning_rates=learning_rates,
+                                   draws=draws))
     return metrics
 
 
 def run(ctx, *, pretrain_epochs: int, batch_size: int, learning_rate: float, shots: list[int],
-        learning_rates: list[float], steps: int, draws: int, objectives: str, selfsup_epochs: int,
-        selfsup_batch_size: int, selfsup_learning_rate: float, temperature: float, elastic: float,
-        mask: float, fault: str) -> dict[str, float]:
-    check_protocol(shots, learning_rates, steps, draws)
+        learning_rates: list[float], steps: int, draws: int, supervised_draws: int, fine_tuning: bool,
+        objectives: str, selfsup_epochs: int, selfsup_batch_size: int, selfsup_learning_rate: float,
+        temperature: float, elastic: float, mask: float, applications: bool,
+        fault: str) -> dict[str, float]:
+    check_protocol(shots, learning_rates, steps, min(draws, supervised_draws))
     if fault == "whole_model_frozen":
         raise ValueError("fault 'whole_model_frozen' is the Keras mistake; torch's is 'stale_optimizer'")
-    protocol = dict(fault=fault, shots=shots, learning_rates=learning_rates, steps=steps, draws=draws)
-    metrics, arms = supervised_arm(ctx, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
-                                   learning_rate=learning_rate, **protocol)
-    metrics.update(max_frozen_base_change=arms.max_frozen_base_change, frozen_head_change=arms.min_head_change,
-                   frozen_trainable_parameters=arms.trainable_parameters,
-                   optimizer_held_parameters=arms.optimizer_parameters)
-    common = dict(epochs=selfsup_epochs, batch_size=selfsup_batch_size, learning_rate=selfsup_learning_rate)
-    settings = {"contrastive": dict(common, temperature=temperature, elastic=elastic),
-                "denoising": dict(common, mask=mask)}
-    metrics.update(selfsup_arm(ctx, objectives=objectives, selfsup_settings=settings, **protocol))
+    protocol = dict(fault=fault, shots=shots, learning_rates=learning_rates, steps=steps,
+                    fine_tuning=fine_tuning)
+    metrics = supervised_arm(ctx, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
+                             learning_rate=learning_rate, draws=supervised_draws, **protocol)
+    settings = selfsup_settings(selfsup_epochs, selfsup_batch_size, selfsup_learning_rate,
+                                temperature=temperature, elastic=elastic, mask=mask)
+    metrics.update(selfsup_arm(ctx, objectives=objectives, selfsup_settings=settings, draws=draws,
+                               **protocol))
     plot_labels(ctx, metrics, shots)
     digits = load_digits(ctx.seed)
     metrics.update(batchnorm_statistics(digits.train.images, digits.train.labels, fault))
-    for name in ("applications_downloads", "applications_frozen_trainable_weights", "bn_stats_change_trainable_false"):
+    for name in ("applications_downloads", "applications_frozen_trainable_weights",
+                 "bn_stats_change_trainable_false"):
         ctx.skip_metric(name, "a Keras measurement (keras.applications, Keras's BatchNorm rule)")
     return metrics
