@@ -198,5 +198,5 @@ def refused(path, error_type: type, message: str) -> float:
         return 0.0
     except error_type as error:
         return float(message in str(error))
-    except Exception:  # another failure is not the refusal measured here
+    except Exception:  # noqa: BLE001 - another failure is not the refusal measured here
         return 0.0
