@@ -127,7 +127,7 @@ def measure_optimizer_step(with_list, with_module_list, inputs, targets, learnin
         gradient_norms[name] = sum(float(layer.weight.grad.norm()) if layer.weight.grad is not None else 0.0
                                    for layer in model.hidden)
         optimizer.step()
-        changes[name] = max(float((b - layer.weight).abs().max()) for b, layer in zip(before, model.hidden))
+        changes[name] = max(float((b - layer.weight.detach()).abs().max()) for b, layer in zip(before, model.hidden))
     with_list.double()  # .to()/.double() reach registered modules only
     left_float32 = sum(layer.weight.dtype == torch.float32 for layer in with_list.hidden) / len(with_list.hidden)
     return {"python_list_hidden_gradient_norm": gradient_norms["python_list"],
