@@ -120,6 +120,7 @@ class ScenarioSpec:
     controls: tuple[Control, ...] = ()
     exempt: dict[str, str] = field(default_factory=dict)  # expectation -> why no control breaks it
     measured: dict[str, str] = field(default_factory=dict)  # "expect.x" / "expect_quick.x" -> pass rate
+    full_only: frozenset[str] = frozenset()  # [expect] bounds a quick run cannot show (not checked there)
 
     def control(self, name: str) -> Control:
         """The control of that name, or a UsageError listing the controls."""
@@ -135,7 +136,12 @@ class ScenarioSpec:
         return {**self.params, **(self.quick if quick else {})}
 
     def expectations(self, quick: bool) -> dict[str, Bound]:
-        return {**self.expect, **(self.expect_quick if quick else {})}
+        """The bounds a run checks: `[expect]`, with `[expect_quick]` replacing the bound of the
+        same metric (and full-only bounds left out) in quick runs."""
+        if not quick:
+            return dict(self.expect)
+        kept = {k: v for k, v in self.expect.items() if k not in self.full_only}
+        return {**kept, **self.expect_quick}
 
 
 def _field(data: dict, name: str, kind: type | tuple, where: str, default: Any = ...) -> Any:
@@ -197,8 +203,11 @@ def parse_spec(data: dict, source: Path) -> ScenarioSpec:
     schema = parse_schema(_field(data, "params", dict, where, {}), where)
     quick = check_values(schema, _field(data, "quick", dict, where, {}), f"{where}: field 'quick")
     measured: dict[str, str] = {}
-    expect = _bounds(data, "expect", where, measured)
-    expect_quick = _bounds(data, "expect_quick", where, measured)
+    full_only: set[str] = set()
+    expect = _bounds(data, "expect", where, measured, full_only)
+    expect_quick = _bounds(data, "expect_quick", where, measured, set())
+    for metric in full_only & set(expect_quick):
+        raise ScenarioFileError(f"{where}: field 'expect.{metric}' is full-only and has a quick bound")
     controls = _controls(data, where, frameworks, schema, {**expect, **expect_quick})
     exempt = _field(data, "exempt", dict, where, {})
     for metric, reason in exempt.items():
@@ -239,21 +248,30 @@ def parse_spec(data: dict, source: Path) -> ScenarioSpec:
         controls=controls,
         exempt={k: " ".join(v.split()) for k, v in exempt.items()},
         measured=measured,
+        full_only=frozenset(full_only),
     )
 
 
-def _bounds(data: dict, table: str, where: str, measured: dict[str, str]) -> dict[str, Bound]:
+def _bounds(data: dict, table: str, where: str, measured: dict[str, str],
+            full_only: set[str]) -> dict[str, Bound]:
     """`[expect]` or `[expect_quick]`: each entry a bound text, or a table `{bound, measured}`
-    recording how the bound was measured (pass rate over seeds, worst margin)."""
+    recording how the bound was measured (pass rate over seeds, worst margin); in `[expect]`,
+    `profile = "full"` marks a bound that the quick profile's budget cannot show."""
     bounds = {}
+    allowed = {"bound", "measured", "profile"} if table == "expect" else {"bound", "measured"}
     for key, value in _field(data, table, dict, where, {}).items():
         field_where = f"{where}: field '{table}.{key}'"
         if isinstance(value, dict):
-            unknown = sorted(set(value) - {"bound", "measured"})
+            unknown = sorted(set(value) - allowed)
             if unknown or "bound" not in value:
-                raise ScenarioFileError(f"{field_where} must be a bound or a table with 'bound' "
-                                        "and optionally 'measured'")
+                raise ScenarioFileError(f"{field_where} must be a bound or a table with 'bound' and "
+                                        f"optionally {', '.join(repr(a) for a in sorted(allowed - {'bound'}))}")
             measured[f"{table}.{key}"] = _field(value, "measured", str, field_where, "")
+            profile = _field(value, "profile", str, field_where, "")
+            if profile not in ("", "full"):
+                raise ScenarioFileError(f"{field_where}: field 'profile' must be \"full\" (or absent)")
+            if profile == "full":
+                full_only.add(key)
             value = value["bound"]
         bounds[key] = Bound.parse(value, field_where)
     return bounds

@@ -128,3 +128,15 @@ def test_a_control_is_caught_exit_0_and_the_same_run_without_the_mistake_passes(
     assert f"control {name}: caught" in out
     record = json.loads((tmp_path / "bad" / "result.json").read_text())
     assert record["control"] == name and not record["expectations_met"]
+
+
+def test_a_full_only_bound_is_left_out_of_quick_runs_and_cannot_also_have_a_quick_bound():
+    scenario = spec(expect={"accuracy": {"bound": ">= 0.9", "profile": "full", "measured": "5/5"},
+                            "loss": "<= 1"})
+    assert set(scenario.expectations(quick=True)) == {"loss"}
+    assert set(scenario.expectations(quick=False)) == {"accuracy", "loss"}
+    assert scenario.measured["expect.accuracy"] == "5/5"
+    with pytest.raises(ScenarioFileError, match="full-only and has a quick bound"):
+        spec(expect={"accuracy": {"bound": ">= 0.9", "profile": "full"}}, expect_quick={"accuracy": ">= 0.5"})
+    with pytest.raises(ScenarioFileError, match="'profile' must be"):
+        spec(expect={"accuracy": {"bound": ">= 0.9", "profile": "quick"}})

@@ -181,6 +181,37 @@ def evaluate(env_id: str, q_function, episodes: int, seed: int, epsilon: float =
     return returns
 
 
+def value_estimate_check(env_id: str, q_function, gamma: float, episodes: int, seed: int) -> dict[str, float]:
+    """Does the Q-network predict the return its own greedy policy collects? On `episodes` envs
+    seeded seed, seed+1, ...: the network's Q(s0, a0) of each first greedy action, against the
+    discounted return the greedy episode then collects from s0, bootstrapped at a time-limit
+    truncation with max_a Q(s_T, a) exactly as the TD target does (a terminal state adds 0).
+    A DQN that learns its TD fixed point makes the two agree whatever its policy is worth; a
+    target network never refreshed, a wrong discount or no learning do not."""
+    import gymnasium as gym
+
+    predicted, collected = [], []
+    for i in range(episodes):
+        env = gym.make(env_id)
+        observation, _ = env.reset(seed=seed + i)
+        q = q_function(np.asarray(observation, dtype=np.float32)[None])[0]
+        predicted.append(float(q.max()))
+        discounted, discount, done = 0.0, 1.0, False
+        while not done:
+            action = int(q_function(np.asarray(observation, dtype=np.float32)[None])[0].argmax())
+            observation, reward, terminated, truncated, _ = env.step(action)
+            discounted += discount * float(reward)
+            discount *= gamma
+            done = terminated or truncated
+            if truncated and not terminated:  # the time limit: bootstrap, as training does
+                discounted += discount * float(q_function(np.asarray(observation, dtype=np.float32)[None])[0].max())
+        collected.append(discounted)
+        env.close()
+    mean_predicted, mean_collected = float(np.mean(predicted)), float(np.mean(collected))
+    return {"predicted_start_value": mean_predicted, "collected_start_value": mean_collected,
+            "value_estimate_relative_error": abs(mean_predicted - mean_collected) / max(abs(mean_collected), 1.0)}
+
+
 def eval_seed(seed: int) -> int:
     """Evaluation episodes are seeded apart from training (the same for every implementation)."""
     return 1_000_000 + 1000 * seed

@@ -4,7 +4,8 @@ env's own success threshold, plot the learning curve, and checkpoint for `--resu
 
 from __future__ import annotations
 
-from dllab.rl.common import env_sizes, eval_seed, evaluate, mlp_forward, train_config, train_loop
+from dllab.rl.common import (env_sizes, eval_seed, evaluate, mlp_forward, train_config, train_loop,
+                             value_estimate_check)
 
 FINAL_EPSILON = 0.05  # the final evaluation's exploration rate (Mnih et al. 2015)
 
@@ -48,6 +49,8 @@ def run_scenario(ctx, learner_class, *, env_id: str, config: str, hidden: list, 
     weights = learner.acting_weights()
     epsilon_returns = evaluate(config.env_id, lambda x: mlp_forward(weights, x), config.eval_episodes,
                                eval_seed(ctx.seed), epsilon=FINAL_EPSILON)
+    values = value_estimate_check(config.env_id, lambda x: mlp_forward(weights, x), config.gamma,
+                                  config.eval_episodes, eval_seed(ctx.seed))
     save_curve(ctx, result.curve, random_returns.mean(), threshold, config.env_id)
     mean, random_mean = float(result.eval_returns.mean()), float(random_returns.mean())
     timings = {f"{name}_s": seconds for name, seconds in result.timings.items()}
@@ -72,6 +75,7 @@ def run_scenario(ctx, learner_class, *, env_id: str, config: str, hidden: list, 
         "time_to_solve_s": float(result.time_to_solve_s or 0.0),
         "wall_s": result.wall_s,
         "steps_per_s": config.total_steps / result.wall_s,
+        **values,
         **timings,
     }
 
