@@ -215,3 +215,18 @@ def test_same_seed_same_png_and_resume_matches(framework, tmp_path, monkeypatch)
     assert resumed.metrics == first.metrics
     assert (tmp_path / "c/samples.png").read_bytes() == (tmp_path / "a/samples.png").read_bytes()
 
+
+
+def test_near_singular_covariances_fall_back_to_the_symmetric_trace():
+    """Features of a collapsed generator (rank one): sqrtm's imaginary part can be large; the
+    eigenvalue form of Tr((S_a S_b)^(1/2)) is real, and equals sqrtm's where both work."""
+    from dllab.gan.metrics import frechet_distance, trace_sqrt_product
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 6)), rng.normal(size=(50, 6))
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    from scipy import linalg
+    assert trace_sqrt_product(cov_a, cov_b) == pytest.approx(np.trace(linalg.sqrtm(cov_a @ cov_b).real), rel=1e-8)
+    collapsed = np.outer(rng.normal(size=40), rng.normal(size=6)) * 1e-3
+    distance = frechet_distance(collapsed.mean(0), np.cov(collapsed, rowvar=False), b.mean(0), cov_b)
+    assert np.isfinite(distance) and distance > 0

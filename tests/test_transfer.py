@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dllab.supervised.selfsup_common import (bootstrap_interval, contrastive_batches, distort,
-                                             nt_xent_reference, unlabeled_pool)
+from dllab.supervised.selfsup_common import (
+    bootstrap_interval,
+    contrastive_batches,
+    distort,
+    nt_xent_reference,
+    unlabeled_pool,
+)
 
 
 def test_distortion_without_any_change_is_the_identity_and_is_seeded():
@@ -20,7 +25,9 @@ def test_distortion_without_any_change_is_the_identity_and_is_seeded():
 
 def test_contrastive_batches_pair_two_views_of_the_same_images():
     pool = np.random.default_rng(0).random((20, 8, 8), dtype=np.float32)
-    batches = contrastive_batches(pool, np.random.default_rng(0), epochs=2, batch_size=8, elastic=0.0)
+    batches = contrastive_batches(
+        pool, np.random.default_rng(0), epochs=2, batch_size=8, elastic=0.0
+    )
     assert batches.shape == (4, 16, 8, 8)  # 20 // 8 = 2 full batches per epoch, the rest dropped
     with pytest.raises(ValueError, match="exceeds the pool"):
         contrastive_batches(pool, np.random.default_rng(0), epochs=1, batch_size=21, elastic=0.0)
@@ -62,7 +69,9 @@ def test_nt_xent_of_torch_and_keras_match_the_numpy_reference():
 @pytest.mark.parametrize("fault", ["none", "base_not_frozen", "stale_optimizer"])
 def test_torch_freezing_not_the_optimizer_keeps_the_base_still(tmp_path, fault):
     """Adam is given every parameter: requires_grad_(False) alone must keep the base bit-identical
-    while the head moves; forgetting it moves the base, a stale optimizer leaves the head still."""
+    while the head moves, and the head must be the one trained on precomputed features (the
+    frozen arms' shortcut); forgetting it moves the base, a stale optimizer leaves the head
+    still."""
     torch = pytest.importorskip("torch")
     from dllab.data.digits import load_digits
     from dllab.supervised.cnn_torch import CNN
@@ -73,16 +82,23 @@ def test_torch_freezing_not_the_optimizer_keeps_the_base_still(tmp_path, fault):
     path = tmp_path / "base.pt"
     torch.save(CNN(classes=10).state_dict(), path)
     digits = load_digits(0)
-    arms = Arms(path, digits, 4, 10, arms=("frozen",), fault=fault)
+    arms = Arms(path, digits, 4, 10, arms=("frozen",), fault=fault, measure=True)
     arms(few_shots(digits.train, 1, np.random.default_rng(0)), 0.01, 0)
+    measured = arms.mechanics
     head_parameters = 128 * 10 + 10
     if fault == "none":
-        assert arms.max_frozen_base_change == 0 and arms.min_head_change > 0
-        assert arms.trainable_parameters == arms.optimizer_parameters == head_parameters
+        assert measured["max_frozen_base_change"] == 0 and measured["frozen_head_change"] > 0
+        assert measured["feature_head_difference"] == 0
+        assert (
+            measured["frozen_trainable_parameters"]
+            == measured["optimizer_held_parameters"]
+            == head_parameters
+        )
     elif fault == "base_not_frozen":
-        assert arms.max_frozen_base_change > 0 and arms.optimizer_parameters > head_parameters
+        assert measured["max_frozen_base_change"] > 0 and measured["feature_head_difference"] > 0
+        assert measured["optimizer_held_parameters"] > head_parameters
     else:
-        assert arms.min_head_change == 0 and arms.optimizer_parameters == 0
+        assert measured["frozen_head_change"] == 0 and measured["optimizer_held_parameters"] == 0
 
 
 def test_torch_batchnorm_statistics_move_unless_in_eval_mode():
@@ -93,4 +109,37 @@ def test_torch_batchnorm_statistics_move_unless_in_eval_mode():
     train = load_digits(0).train
     changes = batchnorm_statistics(train.images[:64], train.labels[:64], "none")
     assert changes["bn_stats_change_inference_mode"] == 0
-    assert changes["bn_stats_change_training_mode"] > 0 and changes["bn_stats_change_requires_grad_false"] > 0
+    assert (
+        changes["bn_stats_change_training_mode"] > 0
+        and changes["bn_stats_change_requires_grad_false"] > 0
+    )
+
+
+@pytest.mark.parametrize("fault", ["none", "base_not_frozen", "whole_model_frozen"])
+def test_keras_trainable_false_keeps_the_base_still_and_matches_the_features_head(tmp_path, fault):
+    """trainable = False on the base alone keeps it bit-identical while the head moves and the
+    optimizer holds only the head (on either backend); the head trained inside the frozen model
+    equals the one trained on precomputed features; forgetting it or freezing everything shows."""
+    keras = pytest.importorskip("keras")
+    from dllab.data.digits import load_digits
+    from dllab.supervised.cnn_keras import build_cnn
+    from dllab.supervised.transfer_common import few_shots
+    from dllab.supervised.transfer_keras import Arms
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "base.keras"
+    build_cnn(classes=10).save(path)
+    digits = load_digits(0)
+    arms = Arms(path, digits, 4, 10, arms=("frozen",), fault=fault, measure=True)
+    arms(few_shots(digits.train, 1, np.random.default_rng(0)), 0.01, 0)
+    measured = arms.mechanics
+    head_parameters = 128 * 10 + 10
+    if fault == "none":
+        assert measured["max_frozen_base_change"] == 0 and measured["frozen_head_change"] > 0
+        assert measured["feature_head_difference"] == 0
+        assert measured["frozen_trainable_parameters"] == head_parameters
+        assert measured["optimizer_held_parameters"] == head_parameters
+    elif fault == "base_not_frozen":
+        assert measured["max_frozen_base_change"] > 0 and measured["feature_head_difference"] > 0
+    else:
+        assert measured["frozen_head_change"] == 0 and measured["optimizer_held_parameters"] == 0

@@ -5,6 +5,8 @@ them alike (the `fault` parameter of gan/gan and gan/dcgan; "none" by default):
   noise given to the discriminator as the real images;
 - "seed-combined": the seed's `combined` model, whose generator step also trains the
   discriminator (never frozen) to call generated and real images real (in each trainer);
+- "generator-target-fake": the generator trained towards the fake label, D(G(z)) = 0 (it
+  helps the discriminator instead of fooling it; in each trainer);
 - "judge-on-gan-pixels": the digits classifier that judges the samples trained on the GAN's
   [-1, 1] pixels, then fed [0, 1] images.
 """
@@ -15,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-FAULTS = ("none", "seed-noise-as-real", "seed-combined", "judge-on-gan-pixels")
+FAULTS = ("none", "seed-noise-as-real", "seed-combined", "generator-target-fake", "judge-on-gan-pixels")
 
 
 def seed_noise_images(shape: tuple, seed: int, epoch: int) -> np.ndarray:

@@ -112,6 +112,7 @@ class GAN(keras.Model):
         super().compile(**kwargs)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
         self.combined_optimizer = combined_optimizer
+        self.generator_target_fake = False
 
     @property
     def metrics(self):
@@ -128,8 +129,11 @@ class GAN(keras.Model):
                 + self.bce(ops.zeros_like(fake_logits), fake_logits))
 
     def generator_loss(self, batch):
-        """Non-saturating loss -log D(G(z)): the generator wants its images called real."""
+        """Non-saturating loss -log D(G(z)): the generator wants its images called real (the
+        control "generator-target-fake" trains it towards the fake label instead)."""
         logits = self.discriminator(self.generator(self.noise(batch), training=True), training=True)
+        if self.generator_target_fake:
+            return self.bce(ops.zeros_like(logits), logits)
         return self.bce(ops.ones_like(logits), logits)
 
     def seed_combined_loss(self, real, batch):
@@ -241,6 +245,7 @@ def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int
                 g_optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1, epsilon=1e-8),
                 combined_optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1, epsilon=1e-8)
                 if fault == "seed-combined" else None, jit_compile=False)
+    gan.generator_target_fake = fault == "generator-target-fake"  # a negative control's mistake
     evaluator = Evaluator(ctx, judged_digits(digits, fault), latent_dim)
     keep_best = KeepBestGenerator(evaluator, generator)
     saved = ctx.load_checkpoint()

@@ -67,10 +67,11 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def train_step(generator, discriminator, g_optimizer, d_optimizer, real: torch.Tensor,
-               latent_dim: int, real_label: float = 1.0, combined_optimizer=None) -> tuple[float, float]:
-    """One discriminator step, then one generator step; returns (d_loss, g_loss).
-    `combined_optimizer` (a negative control) replaces the generator step by the seed's."""
+def train_step(generator, discriminator, g_optimizer, d_optimizer, real: torch.Tensor, latent_dim: int,
+               real_label: float = 1.0, combined_optimizer=None, generator_target: float = 1.0) -> tuple[float, float]:
+    """One discriminator step, then one generator step; returns (d_loss, g_loss). Negative
+    controls: `combined_optimizer` replaces the generator step by the seed's; `generator_target`
+    0 trains the generator towards the fake label."""
     batch = real.shape[0]
     ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
 
@@ -84,7 +85,8 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real: torch.T
     if combined_optimizer is not None:
         return d_loss.item(), seed_combined_step(generator, discriminator, combined_optimizer, real, latent_dim)
     fake = generator(torch.randn(batch, latent_dim))  # G step: make D call the fakes real
-    g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
+    target = ones if generator_target == 1.0 else torch.full((batch, 1), generator_target)
+    g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), target)
     g_optimizer.zero_grad()
     g_loss.backward()
     g_optimizer.step()
@@ -190,7 +192,8 @@ def run(ctx, *, architecture: str, latent_dim: int, epochs: int, batch_size: int
         order = torch.from_numpy(np.random.default_rng([ctx.seed, 1, epoch]).permutation(len(train)))
         losses = [train_step(generator, discriminator, g_optimizer, d_optimizer,
                              real_images(train, order, i, batch_size, fault, ctx.seed, epoch),
-                             latent_dim, real_label, combined_optimizer) for i in range(0, len(train), batch_size)]
+                             latent_dim, real_label, combined_optimizer, 0.0 if fault == "generator-target-fake" else 1.0)
+                  for i in range(0, len(train), batch_size)]
         d_loss, g_loss = np.mean(losses, axis=0)
         if evaluator.epoch_end(epoch, generate, d_loss, g_loss):
             best = {key: value.clone() for key, value in generator.state_dict().items()}

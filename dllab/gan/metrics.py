@@ -35,7 +35,8 @@ def frechet_distance(mean_a: np.ndarray, cov_a: np.ndarray, mean_b: np.ndarray, 
 
     The matrix square root is scipy's `sqrtm` with the usual safeguards (as in pytorch-fid): if
     the product is singular and the root is not finite, `eps` is added to both diagonals; a tiny
-    imaginary part from round-off is dropped, a large one is an error."""
+    imaginary part from round-off is dropped; a large one (near-singular covariances) makes the
+    trace come from `trace_sqrt_product` instead."""
     from scipy import linalg
 
     mean_a, mean_b = np.atleast_1d(np.asarray(mean_a, np.float64)), np.atleast_1d(np.asarray(mean_b, np.float64))
@@ -49,12 +50,26 @@ def frechet_distance(mean_a: np.ndarray, cov_a: np.ndarray, mean_b: np.ndarray, 
         if not np.isfinite(root).all():
             offset = eps * np.eye(len(mean_a))
             root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    trace_root = None
     if np.iscomplexobj(root):
         if np.abs(root.imag).max() > 1e-3 * max(1.0, np.abs(root.real).max()):
-            raise ValueError(f"sqrtm gave an imaginary part of {np.abs(root.imag).max():.3g}")
+            trace_root = trace_sqrt_product(cov_a, cov_b)  # near-singular (a collapsed generator)
         root = root.real
+    if trace_root is None:
+        trace_root = float(np.trace(root))
     difference = mean_a - mean_b
-    return float(difference @ difference + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
+    return float(difference @ difference + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
+
+
+def trace_sqrt_product(cov_a: np.ndarray, cov_b: np.ndarray) -> float:
+    """Tr((S_a S_b)^(1/2)) as the sum of the square roots of the eigenvalues of the symmetric
+    S_a^(1/2) S_b S_a^(1/2) (the same eigenvalues as S_a S_b, real and >= 0): the fallback when
+    sqrtm's result has a large imaginary part, as with the features of a collapsed generator."""
+    with threadpool_limits(BLAS_THREADS):
+        values, vectors = np.linalg.eigh(cov_a)
+        root_a = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+        product = root_a @ cov_b @ root_a
+        return float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0.0, None))))
 
 
 def fit_gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

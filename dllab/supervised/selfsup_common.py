@@ -23,7 +23,9 @@ OBJECTIVES = ("contrastive", "denoising")
 CLASSES = 10
 
 
-def unlabeled_pool(images: np.ndarray, shuffled_pixels: bool, rng: np.random.Generator) -> np.ndarray:
+def unlabeled_pool(
+    images: np.ndarray, shuffled_pixels: bool, rng: np.random.Generator
+) -> np.ndarray:
     """The training images without labels; with `shuffled_pixels` (a control's mistake) every image
     has its 64 pixels permuted at random, which leaves nothing spatial to learn."""
     if not shuffled_pixels:
@@ -33,8 +35,15 @@ def unlabeled_pool(images: np.ndarray, shuffled_pixels: bool, rng: np.random.Gen
     return np.take_along_axis(flat, order, axis=1).reshape(images.shape)
 
 
-def distort(images: np.ndarray, rng: np.random.Generator, *, elastic: float, rotate: float = 12.0,
-            scale: float = 0.1, shift: float = 1.0) -> np.ndarray:
+def distort(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    elastic: float,
+    rotate: float = 12.0,
+    scale: float = 0.1,
+    shift: float = 1.0,
+) -> np.ndarray:
     """A random distortion per image: rotation (degrees), scaling, shift (pixels) and an elastic
     displacement field (Gaussian-smoothed noise, `elastic` pixels), bilinear resampling."""
     from scipy.ndimage import gaussian_filter, map_coordinates
@@ -43,20 +52,28 @@ def distort(images: np.ndarray, rng: np.random.Generator, *, elastic: float, rot
     angle = np.deg2rad(rng.uniform(-rotate, rotate, count))[:, None, None]
     zoom = (1 + rng.uniform(-scale, scale, count))[:, None, None]
     offset = rng.uniform(-shift, shift, (2, count))[:, :, None, None]
-    rows, cols = np.meshgrid(np.arange(height) - (height - 1) / 2, np.arange(width) - (width - 1) / 2,
-                             indexing="ij")
-    source_rows = (np.cos(angle) * rows - np.sin(angle) * cols) / zoom + (height - 1) / 2 + offset[0]
+    rows, cols = np.meshgrid(
+        np.arange(height) - (height - 1) / 2, np.arange(width) - (width - 1) / 2, indexing="ij"
+    )
+    source_rows = (
+        (np.cos(angle) * rows - np.sin(angle) * cols) / zoom + (height - 1) / 2 + offset[0]
+    )
     source_cols = (np.sin(angle) * rows + np.cos(angle) * cols) / zoom + (width - 1) / 2 + offset[1]
     if elastic > 0:
         field = gaussian_filter(rng.normal(0, 1, (2, count, height, width)), sigma=(0, 0, 1.5, 1.5))
-        source_rows, source_cols = source_rows + elastic * field[0], source_cols + elastic * field[1]
+        source_rows, source_cols = (
+            source_rows + elastic * field[0],
+            source_cols + elastic * field[1],
+        )
     index = np.broadcast_to(np.arange(count)[:, None, None], source_rows.shape)
-    return map_coordinates(images, [index, source_rows, source_cols], order=1, mode="constant",
-                           cval=0.0).astype(np.float32)
+    return map_coordinates(
+        images, [index, source_rows, source_cols], order=1, mode="constant", cval=0.0
+    ).astype(np.float32)
 
 
-def contrastive_batches(pool: np.ndarray, rng: np.random.Generator, *, epochs: int, batch_size: int,
-                        elastic: float) -> np.ndarray:
+def contrastive_batches(
+    pool: np.ndarray, rng: np.random.Generator, *, epochs: int, batch_size: int, elastic: float
+) -> np.ndarray:
     """(steps, 2 * batch_size, 8, 8): per epoch a shuffled pass over the pool in full batches (the
     remainder dropped), each batch its first views followed by its second views."""
     steps_per_epoch = len(pool) // batch_size
@@ -64,15 +81,16 @@ def contrastive_batches(pool: np.ndarray, rng: np.random.Generator, *, epochs: i
         raise ValueError(f"selfsup_batch_size {batch_size} exceeds the pool of {len(pool)} images")
     batches = []
     for _ in range(epochs):
-        chosen = pool[rng.permutation(len(pool))[:steps_per_epoch * batch_size]]
+        chosen = pool[rng.permutation(len(pool))[: steps_per_epoch * batch_size]]
         first, second = distort(chosen, rng, elastic=elastic), distort(chosen, rng, elastic=elastic)
         shape = (steps_per_epoch, batch_size) + pool.shape[1:]
         batches.append(np.concatenate([first.reshape(shape), second.reshape(shape)], axis=1))
     return np.concatenate(batches)
 
 
-def denoising_batches(pool: np.ndarray, rng: np.random.Generator, *, epochs: int, batch_size: int,
-                      mask: float) -> tuple[np.ndarray, np.ndarray]:
+def denoising_batches(
+    pool: np.ndarray, rng: np.random.Generator, *, epochs: int, batch_size: int, mask: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(corrupted, clean) images for `epochs` shuffled passes: in each corrupted copy a random
     `mask` fraction of the pixels is set to 0; batches are consecutive runs of `batch_size`."""
     orders = np.concatenate([rng.permutation(len(pool)) for _ in range(epochs)])
@@ -93,8 +111,9 @@ def nt_xent_reference(projections: np.ndarray, temperature: float) -> float:
     return float(np.mean(log_sum - similarity[np.arange(len(z)), partner]))
 
 
-def bootstrap_interval(values, rng: np.random.Generator, resamples: int = 4000,
-                       level: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+    values, rng: np.random.Generator, resamples: int = 4000, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values` (draws resampled with replacement)."""
     values = np.asarray(values, dtype=np.float64)
     means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
@@ -103,7 +122,9 @@ def bootstrap_interval(values, rng: np.random.Generator, resamples: int = 4000,
     return float(low), float(high)
 
 
-def difference_metrics(prefix: str, differences: list[float], rng: np.random.Generator) -> dict[str, float]:
+def difference_metrics(
+    prefix: str, differences: list[float], rng: np.random.Generator
+) -> dict[str, float]:
     """`{prefix}`, `{prefix}_ci_low`, `{prefix}_ci_high`: the mean difference over draws and its
     95% bootstrap interval."""
     low, high = bootstrap_interval(differences, rng)
@@ -119,12 +140,23 @@ def selfsup_arms(fine_tuning: bool) -> tuple[str, ...]:
     return SELFSUP_ARMS if fine_tuning else SELFSUP_ARMS[:2]
 
 
-def selfsup_settings(epochs: int, batch_size: int, learning_rate: float, *, temperature: float,
-                     elastic: float, mask: float) -> dict[str, dict]:
+def selfsup_settings(
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    *,
+    temperature: float,
+    elastic: float,
+    mask: float,
+) -> dict[str, dict]:
     """Each objective's pretraining arguments."""
     common = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
-    return {"contrastive": dict(common, temperature=temperature, elastic=elastic),
-            "denoising": dict(common, mask=mask)}
+    return {
+        "contrastive": dict(common, temperature=temperature, elastic=elastic),
+        "denoising": dict(common, mask=mask),
+    }
+
+
 SELFSUP_STREAM, SELECTION_STREAM = 50_000, 90_000  # few-shot draws apart from the supervised arm's
 
 
@@ -145,8 +177,9 @@ def choose_objective(ctx, digits, frozen_arms: dict, *, learning_rates: list[flo
     return chosen, {f"selection_{o}_validation_accuracy": s for o, s in scores.items()}
 
 
-def compare_selfsup(ctx, digits, train_arms, *, shots: list[int], learning_rates: list[float],
-                    draws: int) -> dict[str, float]:
+def compare_selfsup(
+    ctx, digits, train_arms, *, shots: list[int], learning_rates: list[float], draws: int
+) -> dict[str, float]:
     """Scratch, the frozen pretrained encoder with a new head, and the two-stage fine-tuning on the
     same few labelled images (10 classes); `selfsup_minus_scratch_shots{K}` is frozen - scratch per
     draw, with its 95% bootstrap interval over the draws."""
@@ -155,8 +188,9 @@ def compare_selfsup(ctx, digits, train_arms, *, shots: list[int], learning_rates
     metrics: dict[str, float] = {}
     arms = train_arms.arms
     for count in shots:
-        tests, chosen, _ = draw_and_train(ctx, digits.train, train_arms, arms, count,
-                                          learning_rates, draws, stream=SELFSUP_STREAM)
+        tests, chosen, _ = draw_and_train(
+            ctx, digits.train, train_arms, arms, count, learning_rates, draws, stream=SELFSUP_STREAM
+        )
         for index, arm in enumerate(arms):
             name = f"selfsup_{arm}_accuracy_shots{count}"
             metrics.update(difference_metrics(name, tests[arm], ctx.rng(8000 + 10 * count + index)))
@@ -166,8 +200,13 @@ def compare_selfsup(ctx, digits, train_arms, *, shots: list[int], learning_rates
             if arm not in arms:
                 continue
             differences = [t - s for t, s in zip(tests[arm], tests["scratch"])]
-            metrics.update(difference_metrics(f"{prefix}_minus_scratch_shots{count}", differences,
-                                              ctx.rng(9000 + count + 100 * (arm == "fine_tuned"))))
+            metrics.update(
+                difference_metrics(
+                    f"{prefix}_minus_scratch_shots{count}",
+                    differences,
+                    ctx.rng(9000 + count + 100 * (arm == "fine_tuned")),
+                )
+            )
         ctx.record(**metrics)
     return metrics
 
@@ -185,11 +224,16 @@ def plot_labels(ctx, metrics: dict[str, float], shots: list[int]):
         means = np.array([metrics[f"{prefix}_shots{c}"] for c in shots])
         low = means - [metrics[f"{prefix}_shots{c}_ci_low"] for c in shots]
         high = np.array([metrics[f"{prefix}_shots{c}_ci_high"] for c in shots]) - means
-        axes.errorbar(np.array(shots) * offset, means, yerr=[low, high], marker="o", capsize=3, label=label)
+        axes.errorbar(
+            np.array(shots) * offset, means, yerr=[low, high], marker="o", capsize=3, label=label
+        )
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for arm, label, offset in (("scratch", "from scratch", 0.96), ("frozen", "self-supervised, frozen", 1.0),
-                               ("fine_tuned", "self-supervised, fine-tuned", 1.04)):
+    for arm, label, offset in (
+        ("scratch", "from scratch", 0.96),
+        ("frozen", "self-supervised, frozen", 1.0),
+        ("fine_tuned", "self-supervised, fine-tuned", 1.04),
+    ):
         if f"selfsup_{arm}_accuracy_shots{shots[0]}" in metrics:
             bars(left, f"selfsup_{arm}_accuracy", label, offset)
     left.axhline(1 / CLASSES, color="grey", linewidth=0.8, label="chance")

@@ -30,34 +30,70 @@ def nt_xent(views: int, temperature: float):
 
     def loss(_, projections):
         z = projections / ops.sqrt(ops.sum(ops.square(projections), axis=1, keepdims=True))
-        similarity = ops.matmul(z, ops.transpose(z)) / temperature - diagonal
-        return keras.losses.sparse_categorical_crossentropy(partner, similarity, from_logits=True)
+        mask, targets = ops.convert_to_tensor(diagonal), ops.convert_to_tensor(partner)  # any backend
+        similarity = ops.matmul(z, ops.transpose(z)) / temperature - mask
+        return keras.losses.sparse_categorical_crossentropy(targets, similarity, from_logits=True)
 
     return loss
 
 
-def pretrain_contrastive(encoder: keras.Model, pool: np.ndarray, rng: np.random.Generator, *, epochs: int,
-                         batch_size: int, learning_rate: float, temperature: float, elastic: float) -> list[float]:
+def pretrain_contrastive(
+    encoder: keras.Model,
+    pool: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    temperature: float,
+    elastic: float,
+) -> list[float]:
     """Adam on the NT-Xent loss of a projection (128 -> 128 -> 64) of the encoder's output."""
-    model = keras.Sequential([encoder, layers.Dense(DENSE_UNITS, activation="relu"), layers.Dense(PROJECTION_UNITS)])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=nt_xent(2 * batch_size, temperature))
+    model = keras.Sequential(
+        [encoder, layers.Dense(DENSE_UNITS, activation="relu"), layers.Dense(PROJECTION_UNITS)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss=nt_xent(2 * batch_size, temperature)
+    )
     batches = contrastive_batches(pool, rng, epochs=epochs, batch_size=batch_size, elastic=elastic)
     images = batches.reshape((-1,) + pool.shape[1:] + (1,))
     history = StepLosses()
-    model.fit(images, np.zeros(len(images)), batch_size=2 * batch_size, epochs=1, shuffle=False, verbose=0,
-              callbacks=[history])
+    model.fit(
+        images,
+        np.zeros(len(images)),
+        batch_size=2 * batch_size,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[history],
+    )
     return history.losses
 
 
-def pretrain_denoising(encoder: keras.Model, pool: np.ndarray, rng: np.random.Generator, *, epochs: int,
-                       batch_size: int, learning_rate: float, mask: float) -> list[float]:
+def pretrain_denoising(
+    encoder: keras.Model,
+    pool: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    mask: float,
+) -> list[float]:
     """Adam on the squared error of a linear decoder (128 -> 64 pixels) rebuilding clean images."""
     model = keras.Sequential([encoder, layers.Dense(pool.shape[1] * pool.shape[2])])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
     corrupted, clean = denoising_batches(pool, rng, epochs=epochs, batch_size=batch_size, mask=mask)
     history = StepLosses()
-    model.fit(corrupted[..., None], clean.reshape(len(clean), -1), batch_size=batch_size, epochs=1,
-              shuffle=False, verbose=0, callbacks=[history])
+    model.fit(
+        corrupted[..., None],
+        clean.reshape(len(clean), -1),
+        batch_size=batch_size,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[history],
+    )
     return history.losses
 
 
@@ -75,8 +111,15 @@ class StepLosses(keras.callbacks.Callback):
         self.losses.append(self.means[-1] * count - previous)
 
 
-def pretrain_encoder(objective: str, pool: np.ndarray, path: Path, rng: np.random.Generator, *,
-                     init_seed: int, **settings) -> list[float]:
+def pretrain_encoder(
+    objective: str,
+    pool: np.ndarray,
+    path: Path,
+    rng: np.random.Generator,
+    *,
+    init_seed: int,
+    **settings,
+) -> list[float]:
     """Pretrain a fresh CNN's encoder with `objective` and save the CNN at `path` (`.keras`);
     returns the pretraining losses, one per step. `settings` are the objective's arguments."""
     keras.utils.set_random_seed(init_seed)

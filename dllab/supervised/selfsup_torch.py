@@ -31,12 +31,24 @@ def nt_xent(projections: torch.Tensor, temperature: float) -> torch.Tensor:
     return nn.functional.cross_entropy(similarity, partner)
 
 
-def pretrain_contrastive(encoder: nn.Module, pool: np.ndarray, rng: np.random.Generator, *, epochs: int,
-                         batch_size: int, learning_rate: float, temperature: float, elastic: float) -> list[float]:
+def pretrain_contrastive(
+    encoder: nn.Module,
+    pool: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    temperature: float,
+    elastic: float,
+) -> list[float]:
     """Adam on the NT-Xent loss of a projection (128 -> 128 -> 64) of the encoder's output."""
-    projection = nn.Sequential(nn.Linear(DENSE_UNITS, DENSE_UNITS), nn.ReLU(),
-                               nn.Linear(DENSE_UNITS, PROJECTION_UNITS))
-    optimizer = torch.optim.Adam([*encoder.parameters(), *projection.parameters()], lr=learning_rate)
+    projection = nn.Sequential(
+        nn.Linear(DENSE_UNITS, DENSE_UNITS), nn.ReLU(), nn.Linear(DENSE_UNITS, PROJECTION_UNITS)
+    )
+    optimizer = torch.optim.Adam(
+        [*encoder.parameters(), *projection.parameters()], lr=learning_rate
+    )
     batches = contrastive_batches(pool, rng, epochs=epochs, batch_size=batch_size, elastic=elastic)
     losses = []
     for batch in torch.from_numpy(batches).unsqueeze(2):  # (2 * batch_size, 1, 8, 8)
@@ -48,17 +60,27 @@ def pretrain_contrastive(encoder: nn.Module, pool: np.ndarray, rng: np.random.Ge
     return losses
 
 
-def pretrain_denoising(encoder: nn.Module, pool: np.ndarray, rng: np.random.Generator, *, epochs: int,
-                       batch_size: int, learning_rate: float, mask: float) -> list[float]:
+def pretrain_denoising(
+    encoder: nn.Module,
+    pool: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    mask: float,
+) -> list[float]:
     """Adam on the squared error of a linear decoder (128 -> 64 pixels) rebuilding clean images."""
     decoder = nn.Linear(DENSE_UNITS, pool.shape[1] * pool.shape[2])
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=learning_rate)
-    corrupted, clean = (torch.from_numpy(a).unsqueeze(1) for a in
-                        denoising_batches(pool, rng, epochs=epochs, batch_size=batch_size, mask=mask))
+    corrupted, clean = (
+        torch.from_numpy(a).unsqueeze(1)
+        for a in denoising_batches(pool, rng, epochs=epochs, batch_size=batch_size, mask=mask)
+    )
     losses = []
     for start in range(0, len(clean), batch_size):
-        rebuilt = decoder(encoder(corrupted[start:start + batch_size]))
-        loss = nn.functional.mse_loss(rebuilt, clean[start:start + batch_size].flatten(1))
+        rebuilt = decoder(encoder(corrupted[start : start + batch_size]))
+        loss = nn.functional.mse_loss(rebuilt, clean[start : start + batch_size].flatten(1))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -66,8 +88,15 @@ def pretrain_denoising(encoder: nn.Module, pool: np.ndarray, rng: np.random.Gene
     return losses
 
 
-def pretrain_encoder(objective: str, pool: np.ndarray, path: Path, rng: np.random.Generator, *,
-                     init_seed: int, **settings) -> list[float]:
+def pretrain_encoder(
+    objective: str,
+    pool: np.ndarray,
+    path: Path,
+    rng: np.random.Generator,
+    *,
+    init_seed: int,
+    **settings,
+) -> list[float]:
     """Pretrain a fresh CNN's encoder with `objective` and save the CNN's `state_dict` at `path`;
     returns the pretraining losses, one per step. `settings` are the objective's arguments."""
     torch.manual_seed(init_seed)

@@ -58,7 +58,7 @@ def resumed_training_difference(ctx, model, optimizer, checkpoint: dict, digits,
     order = epoch_orders(ctx.seed, len(y), 1, stream=41)[0]
     for network, adam in ((model, optimizer), (resumed, resumed_optimizer)):
         train_epoch(network, adam, x, y, order, batch_size)
-    return max(float((p - q).abs().max()) for p, q in zip(model.parameters(), resumed.parameters()))
+    return max(float((p - q).detach().abs().max()) for p, q in zip(model.parameters(), resumed.parameters()))
 
 
 def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, fault: str = "none") -> dict[str, float]:

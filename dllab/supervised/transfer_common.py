@@ -28,7 +28,11 @@ from dllab.data.digits import Digits, Split, load_digits
 
 ARMS = ("scratch", "frozen", "fine_tuned", "warm_start")
 PROBES = ("pixels", "conv", "features")
-PROBE_LABELS = {"pixels": "raw pixels", "conv": "frozen conv features", "features": "frozen 128-unit features"}
+PROBE_LABELS = {
+    "pixels": "raw pixels",
+    "conv": "frozen conv features",
+    "features": "frozen 128-unit features",
+}
 SOURCE, TARGET = range(0, 5), range(5, 10)
 CHANCE = 1 / len(TARGET)
 
@@ -40,10 +44,13 @@ def split_classes(split: Split, classes: range) -> Split:
 
 
 def source_and_target(seed: int) -> tuple[Digits, Digits]:
-    """The shared digits split cut in two tasks: 0-4 (source) and 5-9 (target), same images everywhere."""
+    """The shared digits split cut in two tasks: 0-4 (source) and 5-9 (target), the same images
+    everywhere."""
     digits = load_digits(seed)
     parts = (digits.train, digits.validation, digits.test)
-    return Digits(*(split_classes(s, SOURCE) for s in parts)), Digits(*(split_classes(s, TARGET) for s in parts))
+    return Digits(*(split_classes(s, SOURCE) for s in parts)), Digits(
+        *(split_classes(s, TARGET) for s in parts)
+    )
 
 
 def pretraining_source(seed: int, source: Digits, fault: str, rng: np.random.Generator) -> Digits:
@@ -65,8 +72,12 @@ def supervised_arms(fine_tuning: bool) -> tuple[str, ...]:
 
 def labels_off_by_one(train_arms: "TrainArms", classes: int) -> "TrainArms":
     """A control's mistake: every few-shot label replaced by the next class (ids off by one)."""
+
     def shifted(samples: Split, learning_rate: float, init_seed: int):
-        return train_arms(Split(samples.images, (samples.labels + 1) % classes), learning_rate, init_seed)
+        return train_arms(
+            Split(samples.images, (samples.labels + 1) % classes), learning_rate, init_seed
+        )
+
     return shifted
 
 
@@ -74,8 +85,12 @@ def few_shots(split: Split, shots: int, rng: np.random.Generator) -> Split:
     """`shots` images per class, drawn without replacement."""
     if shots < 1:
         raise ValueError(f"shots must be at least 1 image per class, got {shots}")
-    chosen = np.concatenate([rng.choice(np.flatnonzero(split.labels == c), shots, replace=False)
-                             for c in np.unique(split.labels)])
+    chosen = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(split.labels == c), shots, replace=False)
+            for c in np.unique(split.labels)
+        ]
+    )
     return Split(split.images[chosen], split.labels[chosen])
 
 
@@ -85,10 +100,14 @@ def check_protocol(shots: list[int], learning_rates: list[float], steps: int, dr
     if not learning_rates or min(learning_rates) <= 0:
         raise ValueError(f"learning_rates must list positive learning rates, got {learning_rates}")
     if steps < 2 or draws < 1:
-        raise ValueError(f"steps ({steps}) must be at least 2 (two stages) and draws ({draws}) at least 1")
+        raise ValueError(
+            f"steps ({steps}) must be at least 2 (two stages) and draws ({draws}) at least 1"
+        )
 
 
-def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+def probe_accuracy(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
+) -> float:
     """Test accuracy of a standardised logistic regression fitted on (train_x, train_y)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -105,8 +124,16 @@ TrainArms = Callable[[Split, float, int], dict[str, tuple[float, float]]]
 Features = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
-def draw_and_train(ctx, train: Split, train_arms: TrainArms, arms: tuple, count: int,
-                   learning_rates: list[float], draws: int, stream: int) -> tuple[dict, dict, list]:
+def draw_and_train(
+    ctx,
+    train: Split,
+    train_arms: TrainArms,
+    arms: tuple,
+    count: int,
+    learning_rates: list[float],
+    draws: int,
+    stream: int,
+) -> tuple[dict, dict, list]:
     """`draws` draws of `count` images per class from `train`, every arm trained on each with every
     learning rate; per arm, the test accuracies (one per draw) at the learning rate with the best
     mean validation accuracy (the first on ties), and that learning rate. Also the draws."""
@@ -125,17 +152,29 @@ def draw_and_train(ctx, train: Split, train_arms: TrainArms, arms: tuple, count:
     return tests, chosen, drawn
 
 
+def probe_accuracies(features: Features, drawn: list, target: Digits) -> dict[str, float]:
+    """Mean test accuracy over the draws of a logistic probe on each representation."""
+    test_features = {"pixels": target.test.images, **features(target.test.images)}
+    accuracies = {name: [] for name in PROBES}
+    for samples in drawn:
+        train_features = {"pixels": samples.images, **features(samples.images)}
+        for name in PROBES:
+            accuracies[name].append(probe_accuracy(train_features[name], samples.labels,
+                                                   test_features[name], target.test.labels))
+    return {name: float(np.mean(values)) for name, values in accuracies.items()}
+
+
 def compare(ctx, target: Digits, train_arms: TrainArms, features: Features, *, shots: list[int],
             learning_rates: list[float], draws: int, arms: tuple = ARMS) -> dict[str, float]:
     """Run the arms on `draws` draws of each number of shots; learning rates chosen on validation.
-    `supervised_minus_scratch_shots{K}` (with its bootstrap interval) is frozen - scratch per draw."""
+    `supervised_minus_scratch_shots{K}` (with its bootstrap interval) is frozen - scratch per
+    draw."""
     from dllab.supervised.selfsup_common import difference_metrics
 
-    test_features = {"pixels": target.test.images, **features(target.test.images)}
     metrics: dict[str, float] = {}
     advantages: dict[str, list[float]] = {arm: [] for arm in arms[1:]}
     for arm in ARMS[len(arms):]:
-        ctx.skip_metric(f"{arm}_advantage_mean", "arm not trained in this profile (fine_tuning off)")
+        ctx.skip_metric(f"{arm}_advantage_mean", "arm not trained in this profile (fine_tuning)")
     for count in shots:
         tests, chosen, drawn = draw_and_train(ctx, target.train, train_arms, arms, count,
                                               learning_rates, draws, stream=0)
@@ -148,14 +187,12 @@ def compare(ctx, target: Digits, train_arms: TrainArms, features: Features, *, s
         differences = [t - s for t, s in zip(tests["frozen"], tests["scratch"])]
         metrics.update(difference_metrics(f"supervised_minus_scratch_shots{count}", differences,
                                           ctx.rng(7000 + count)))
-        for name in PROBES:
-            metrics[f"probe_{name}_accuracy_{count}shot"] = float(np.mean([
-                probe_accuracy({"pixels": s.images, **features(s.images)}[name], s.labels,
-                               test_features[name], target.test.labels) for s in drawn]))
+        for name, value in probe_accuracies(features, drawn, target).items():
+            metrics[f"probe_{name}_accuracy_{count}shot"] = value
         ctx.record(**metrics)
     for arm, values in advantages.items():
-        metrics.update({f"{arm}_advantage_min": min(values), f"{arm}_advantage_mean": float(np.mean(values)),
-                        f"{arm}_advantage_max": max(values)})
+        metrics.update({f"{arm}_advantage_min": min(values), f"{arm}_advantage_max": max(values),
+                        f"{arm}_advantage_mean": float(np.mean(values))})
     for arm in arms:
         accuracy = np.mean([metrics[f"{arm}_accuracy_{c}shot"] for c in shots])
         metrics[f"{arm}_over_chance"] = float(accuracy) - CHANCE
@@ -178,8 +215,14 @@ def plot_shots(ctx, metrics: dict[str, float], shots: list[int], arms: tuple = A
     for arm in arms:
         axes.plot(shots, [metrics[f"{arm}_accuracy_{c}shot"] for c in shots], marker="o", label=arm)
     for name in PROBES:
-        axes.plot(shots, [metrics[f"probe_{name}_accuracy_{c}shot"] for c in shots], linestyle="--",
-                  marker=".", alpha=0.7, label=f"logistic probe on {PROBE_LABELS[name]}")
+        axes.plot(
+            shots,
+            [metrics[f"probe_{name}_accuracy_{c}shot"] for c in shots],
+            linestyle="--",
+            marker=".",
+            alpha=0.7,
+            label=f"logistic probe on {PROBE_LABELS[name]}",
+        )
     axes.axhline(CHANCE, color="grey", linewidth=0.8, label="chance")
     axes.set_xscale("log")
     axes.set_xticks(shots, [str(c) for c in shots])
