@@ -169,3 +169,17 @@ def test_a_bomb_through_the_cli_is_exit_2_with_no_run_folder(tmp_path):
     assert status == 2, err[-800:]
     assert "MAX_ARRAY_BYTES" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_images_the_cnn_cannot_pool_are_a_usage_error_before_any_training(tmp_path):
+    """The CNN's two 2x2 pools need sides divisible by 4: 10x10 images are refused with exit 2
+    and no run folder, not a shape error inside the network."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ten.npz", x_train=rng.integers(0, 255, (300, 10, 10), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 300))
+    done = subprocess.run([sys.executable, "-m", "dllab", "run", "supervised/cnn", "--quick", "--framework",
+                           "torch", "--set", f"data={tmp_path / 'ten.npz'}", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "divisible by 4" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()

@@ -41,7 +41,7 @@ def compile_classifier(model: keras.Model, learning_rate: float) -> keras.Model:
 
 def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, data: str,
         fault: str = "none") -> dict[str, float]:
-    digits = load_images(ctx.seed, data)
+    digits = load_images(ctx.seed, data, side_multiple=4)
     height, width = digits.train.images.shape[1:]
     classes = class_count(digits)
     conv_bias = fault != "conv-without-bias"  # a control's mistake

@@ -44,7 +44,7 @@ def parameter_count(model: nn.Module) -> int:
 
 def run(ctx, *, epochs: int, batch_size: int, learning_rate: float, data: str,
         fault: str = "none") -> dict[str, float]:
-    digits = load_images(ctx.seed, data)
+    digits = load_images(ctx.seed, data, side_multiple=4)
     height, width = digits.train.images.shape[1:]
     classes = class_count(digits)
     model = CNN(height, width, classes, conv_bias=fault != "conv-without-bias")  # a control's mistake

@@ -21,13 +21,21 @@ KERNEL = 3
 DENSE_UNITS = 128
 
 
-def load_images(seed: int, data: str = "digits") -> Digits:
-    """The bundled digits split (`data="digits"`), or your own MNIST-format file (`data=PATH`)."""
+def load_images(seed: int, data: str = "digits", side_multiple: int = 1) -> Digits:
+    """The bundled digits split (`data="digits"`), or your own MNIST-format file (`data=PATH`).
+    `side_multiple`: image sides a network needs to divide by (the CNN's two 2x2 pools: 4), or
+    a usage error (exit 2) naming the file."""
     if data == "digits":
         return load_digits(seed)
     from dllab.data.user_files import load_user_images
+    from dllab.errors import UsageError
 
-    return load_user_images(data, seed)
+    digits = load_user_images(data, seed)
+    sides = digits.train.images.shape[1:3]
+    if any(side % side_multiple for side in sides):
+        raise UsageError(f"--set data={data}: images of {sides[0]}x{sides[1]} pixels; this network "
+                         f"needs sides divisible by {side_multiple}")
+    return digits
 
 
 def shuffled_labels(labels: np.ndarray, seed: int) -> np.ndarray:
