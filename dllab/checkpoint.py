@@ -130,3 +130,44 @@ def check_owner(meta: dict, trainer: str, seed: int) -> None:
     if meta.get("trainer") != trainer or meta.get("seed") != seed:
         raise UsageError(f"--resume: the checkpoint is from trainer {meta.get('trainer')!r} seed "
                          f"{meta.get('seed')}, not {trainer!r} seed {seed}")
+
+
+def torch_optimizer_state(optimizer, prefix: str = "optimizer") -> tuple[dict, dict]:
+    """A torch optimizer's state as (arrays, meta): each parameter's slots (Adam: step, exp_avg,
+    exp_avg_sq) as arrays `prefix/<parameter index>/<slot>`, its hyperparameters
+    (`param_groups`) as JSON in meta. Empty slots (SGD without momentum keeps None) are left out."""
+    import torch
+
+    state, arrays = optimizer.state_dict(), {}
+    for index, slots in state["state"].items():
+        for slot, value in slots.items():
+            if value is not None:
+                array = torch.as_tensor(value).detach().cpu().numpy()
+                arrays[f"{prefix}/{index}/{slot}"] = array.copy()
+    return arrays, {"param_groups": state["param_groups"]}
+
+
+def load_torch_optimizer_state(optimizer, arrays: dict[str, np.ndarray], meta: dict | None = None,
+                               prefix: str = "optimizer") -> None:
+    """Load what `torch_optimizer_state` saved, exactly (`meta` None: keep the hyperparameters the
+    optimizer was built with)."""
+    import torch
+
+    slots: dict[int, dict] = {}
+    for key, value in arrays.items():
+        if key.startswith(prefix + "/"):
+            index, slot = key[len(prefix) + 1:].split("/", 1)
+            slots.setdefault(int(index), {})[slot] = torch.from_numpy(np.array(value))  # a copy
+    groups = optimizer.state_dict()["param_groups"] if meta is None else meta["param_groups"]
+    optimizer.load_state_dict({"state": slots, "param_groups": groups})
+
+
+def keras_optimizer_state(optimizer, prefix: str = "optimizer") -> dict[str, np.ndarray]:
+    """A built Keras optimizer's variables (iterations, moments, ...) as arrays `prefix/<index>`."""
+    return {f"{prefix}/{index}": np.array(v) for index, v in enumerate(optimizer.variables)}
+
+
+def load_keras_optimizer_state(optimizer, arrays: dict, prefix: str = "optimizer") -> None:
+    """Assign what `keras_optimizer_state` saved to an optimizer built on the same variables."""
+    for index, variable in enumerate(optimizer.variables):
+        variable.assign(arrays[f"{prefix}/{index}"])

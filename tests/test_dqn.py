@@ -1,5 +1,5 @@
-"""DQN pieces cross-checked: the hand-written backward pass against autograd, the Adam update
-against torch.optim.Adam, the TD target's bootstrap rule, the buffer and schedule, the batched
+"""DQN pieces cross-checked: the fast engine's hand-written backward pass against autograd, its
+Adam update against torch.optim.Adam, the TD target's bootstrap rule, the buffer and schedule, the batched
 seeds against separate runs, and an interrupted run resumed to the same result."""
 
 from dataclasses import replace
@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from dllab.rl.common import (DEFAULT_CONFIGS, DQNConfig, ReplayBuffer, linear_schedule, mlp_forward,
                              train_config, uniform_init)
-from dllab.rl.dqn_torch import Adam, QNetwork, TorchLearner, train
+from dllab.rl.dqn_torch_fast import Adam, FastTorchLearner, QNetwork, huber_loss, train
 
 SIZES = [4, 32, 16, 2]
 
@@ -22,7 +22,7 @@ def test_hand_written_gradient_equals_autograd():
     x = torch.from_numpy(rng.standard_normal((64, 4)).astype(np.float32))
     actions = torch.from_numpy(rng.integers(0, 2, 64))
     targets = torch.from_numpy((rng.standard_normal(64) * 3).astype(np.float32))  # both Huber branches
-    loss = net.huber_gradient(x, torch.nn.functional.one_hot(actions, 2).float(), targets)
+    loss = huber_loss(net.huber_gradient(x, torch.nn.functional.one_hot(actions, 2).float(), targets))
     leaves = [w.detach().clone().requires_grad_(True) for w in net.weights]
     q = net.forward(x, leaves).gather(1, actions[:, None]).squeeze(1)
     reference = torch.nn.functional.smooth_l1_loss(q, targets)
@@ -57,7 +57,7 @@ def test_adam_equals_torch_optim_adam(fused):
 
 def test_td_target_bootstraps_on_terminated_only():
     config = DQNConfig(hidden=(8,), gamma=0.5)
-    learner = TorchLearner(config, 4, 2, seed=0)
+    learner = FastTorchLearner(config, 4, 2, seed=0)
     next_obs = torch.ones(1, 2, 4)
     max_q = float(learner.target.forward(next_obs[0]).max(1).values[0])
     targets = learner.td_targets(torch.ones(1, 2), next_obs, torch.tensor([[1.0, 0.0]]))
@@ -66,7 +66,7 @@ def test_td_target_bootstraps_on_terminated_only():
 
 
 def test_double_dqn_picks_with_online_and_values_with_target():
-    learner = TorchLearner(DQNConfig(hidden=(8,), double_dqn=True, gamma=1.0), 4, 2, seed=0)
+    learner = FastTorchLearner(DQNConfig(hidden=(8,), double_dqn=True, gamma=1.0), 4, 2, seed=0)
     learner.target.flat.mul_(-1.0)  # make the two networks disagree
     next_obs = torch.randn(1, 16, 4)
     chosen = learner.online.forward(next_obs[0]).argmax(1)
@@ -76,7 +76,7 @@ def test_double_dqn_picks_with_online_and_values_with_target():
 
 
 def test_numpy_acting_reads_the_trained_weights():
-    learner = TorchLearner(DQNConfig(hidden=(16, 16)), 4, 2, seed=0)
+    learner = FastTorchLearner(DQNConfig(hidden=(16, 16)), 4, 2, seed=0)
     x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
     before = mlp_forward(learner.acting_weights(), x)
     rng = np.random.default_rng(3)
@@ -237,21 +237,24 @@ def test_cartpole_side_by_side_equals_gymnasium_envs():
     assert min(endings.values()) > 0
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, engine):
     """Save at step 1200 (weights, Adam, buffer, RNG and env states), stop, restore into a fresh
     learner through dllab's checkpoint files, continue: the same losses and returns as one run."""
     from dllab import checkpoint as files
     from dllab.rl.common import train_loop
     from dllab.rl.dqn_scenario import checkpoint, restore
+    from dllab.rl.dqn_torch import DQNLearner
 
+    learner_class = {"reference": DQNLearner, "fast": FastTorchLearner}[engine]
     config = replace(DEFAULT_CONFIGS["CartPole-v1"], total_steps=2000, learning_starts=500, train_freq=100,
                      gradient_steps=8, hidden=(16, 16), eval_episodes=3, eval_interval=400)
-    whole = train_loop(config, TorchLearner(config, 4, 2, seed=5), seed=5)
+    whole = train_loop(config, learner_class(config, 4, 2, seed=5), seed=5)
 
     class Stop(Exception):
         pass
 
-    learner = TorchLearner(config, 4, 2, seed=5)
+    learner = learner_class(config, 4, 2, seed=5)
 
     def save(step, loop_state):
         files.save(tmp_path / "checkpoint", *checkpoint(learner, loop_state))
@@ -259,7 +262,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
 
     with pytest.raises(Stop):
         train_loop(config, learner, seed=5, checkpoint_every=1200, save=save)
-    fresh = TorchLearner(config, 4, 2, seed=5)
+    fresh = learner_class(config, 4, 2, seed=5)
     state = restore(fresh, *files.load(tmp_path / "checkpoint"))
     resumed = train_loop(config, fresh, seed=5, state=state)
     assert resumed.losses == whole.losses

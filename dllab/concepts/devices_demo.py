@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dllab.fileio import write_json_atomic
+
 NO_ACCELERATOR = "no CUDA GPU on this machine: the CPU/GPU comparison runs only where one exists"
 TORCH_ONLY = "PyTorch only: TensorFlow tensors expose no storage, and TF has no meta device"
 TENSORFLOW_ONLY = "TensorFlow only: PyTorch has no soft placement (a tensor goes exactly where device= says)"
@@ -313,9 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault", default="none")
     args = parser.parse_args(argv)
     result = tf_measure(seed=args.seed, device=args.device, threads=args.threads, fault=args.fault)
-    temporary = args.out.with_name(args.out.name + ".tmp")
-    temporary.write_text(json.dumps(result))
-    os.replace(temporary, args.out)
+    write_json_atomic(args.out, result)
 
 
 if __name__ == "__main__":

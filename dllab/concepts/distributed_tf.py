@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dllab.fileio import write_json_atomic
+
 
 def make_problem(seed: int, batch: int, features: int, hidden: int) -> dict[str, np.ndarray]:
     """Inputs, targets and initial weights (float64), as (features, hidden) matrices."""
@@ -206,9 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     result = measure(**args)
-    temporary = out.with_name(out.name + ".tmp")
-    temporary.write_text(json.dumps(result))
-    os.replace(temporary, out)
+    write_json_atomic(out, result)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dllab.fileio import write_json_atomic
+
 
 def make_problem(seed: int, batch: int, features: int, hidden: int) -> dict[str, np.ndarray]:
     """Inputs, targets and initial weights (float64), the same in every process."""
@@ -129,9 +131,7 @@ def worker(out_dir: Path, *, seed: int, batch: int, features: int, hidden: int, 
                    learning_rate=learning_rate, sync=model.no_sync if fault == "no-all-reduce" else None)
     result.update(rank=rank, world_size=world, initial_parameters=initial, received_inputs=inputs.tolist())
     out_dir.mkdir(parents=True, exist_ok=True)
-    temporary = out_dir / f".rank{rank}.json.tmp"
-    temporary.write_text(json.dumps(result))
-    os.replace(temporary, out_dir / f"rank{rank}.json")  # the result is handed back before teardown
+    write_json_atomic(out_dir / f"rank{rank}.json", result)  # handed back before teardown
     dist.barrier()  # every rank has written its result
     dist.destroy_process_group()
     sys.stdout.flush()

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dllab.fileio import write_json_atomic
+
 # label -> (modules it needs, extra environment)
 IMPLEMENTATIONS = {
     "torch": (("torch",), {}),
@@ -134,7 +136,7 @@ def measure_all(out_dir: Path, *, labels: list[str], build_problem, threads: int
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    write_json_atomic(out_dir / "results.json", results)
     return problem, results
 
 

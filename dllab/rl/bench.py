@@ -5,8 +5,8 @@ On CartPole-v1, Acrobot-v1 and MountainCar-v0 (rl-baselines3-zoo configurations)
 fresh process (so peak memory is per run) with one thread and the same step budget:
 
 - `sb3`: stable-baselines3's DQN with the rl-baselines3-zoo configuration;
-- `dllab`: dllab's torch DQN with the very same configuration;
-- `dllab-default`: dllab's torch DQN with its own default configuration (CartPole only);
+- `dllab`: dllab's fast torch DQN engine (`dllab.rl.dqn_torch_fast`), the very same configuration;
+- `dllab-default`: the same engine with dllab's own default configuration (CartPole only);
 - `keras-tensorflow`, `keras-torch` (`--impl keras`): dllab's Keras DQN, zoo configuration;
 - `dllab-batched` (with `--seeds-batched K`): K seeds of dllab-default in one batched computation.
 
@@ -85,7 +85,7 @@ def _worker(request: dict) -> dict:
             if impl.startswith("keras"):
                 from dllab.rl.dqn_keras import train
             else:
-                from dllab.rl.dqn_torch import train
+                from dllab.rl.dqn_torch_fast import train
 
             result = train(config, seed, threshold=threshold)
             wall = time.perf_counter() - start - result.timings["evaluation"]

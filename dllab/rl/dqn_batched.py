@@ -1,8 +1,9 @@
 """K seeds of DQN trained as one batched computation (torch, stacked weights, batched matmuls).
 
 Each seed keeps its own environment, replay buffer, exploration RNG, epsilon, online and target
-networks and Adam moments, exactly as in `dllab.rl.dqn_torch` (same initial weights, same random
-streams): the K runs are the K separate runs, computed side by side. What is shared is the work:
+networks and Adam moments, exactly as in `dllab.rl.dqn_torch_fast` (same initial weights, same
+random streams): the K runs are the K separate runs, computed side by side. What is shared is
+the work:
 
 - The K online and the K target networks are 2K networks stacked layer by layer: each weight is
   one contiguous (2K, in, out) block, online rows first. One forward pass of all 2K networks
@@ -82,7 +83,7 @@ class BatchedLearner:
     Adam and per-seed gradient clipping."""
 
     def __init__(self, config: DQNConfig, sizes: list[int], seeds: list[int]):
-        from dllab.rl.dqn_torch import Adam
+        from dllab.rl.dqn_torch_fast import Adam
 
         self.config, self.count = config, len(seeds)
         initial = [uniform_init(np.random.default_rng([seed, 2]), sizes) for seed in seeds]
@@ -133,7 +134,7 @@ class BatchedLearner:
     @torch.no_grad()
     def train_phase(self, batch: dict[str, np.ndarray]) -> None:
         """Gradient steps on minibatches (steps, K, batch, ...), denormals flushed meanwhile
-        (see `dllab.rl.dqn_torch.TorchLearner.train_phase`)."""
+        (see `dllab.rl.dqn_torch_fast.FastTorchLearner.train_phase`)."""
         inputs = torch.from_numpy(np.concatenate([batch["observations"], batch["next_observations"]], axis=1))
         inputs_t = torch.from_numpy(np.ascontiguousarray(batch["observations"].transpose(0, 1, 3, 2)))
         n_actions = self.networks.sizes[-1]

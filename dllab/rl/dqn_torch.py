@@ -1,224 +1,170 @@
-"""Deep Q-learning (DQN) in PyTorch: replay buffer, target network, epsilon-greedy exploration,
-Huber loss, gradient-norm clipping, optional double DQN (seed question 20, the deep version).
+"""Deep Q-learning (DQN) in PyTorch: the reference implementation (seed question 20, deep version).
+
+Read it top to bottom beside its Keras twin, `dllab.rl.dqn_keras`: the same names in the same
+order, with the same meanings. A Q-network `nn.Sequential`, a target network refreshed with
+`load_state_dict`, the TD target with double DQN as one visible branch, the Huber loss
+(`F.smooth_l1_loss`), `clip_grad_norm_` and `torch.optim.Adam`. The loop around the learner
+(acting, replay buffer, epsilon schedule, evaluation, checkpoints) is `dllab.rl.common.train_loop`,
+shared with the Keras learner; the hyperparameters are `dllab.rl.common.DQNConfig`.
 
     from dllab.rl.dqn_torch import DQN, DQNConfig
     agent = DQN(DQNConfig(env_id="CartPole-v1"))     # rl-baselines3-zoo's CartPole hyperparameters
     result = agent.learn(seed=0)                      # result.eval_returns, .curve, .timings
     actions = agent.predict(observations)             # greedy actions
 
-The loop (acting, buffer, schedules, evaluation) is `dllab.rl.common.train_loop`; this file is the
-learner. Speed comes from three choices, all exact:
-
-- The target network changes only between environment steps, so within a training phase it is
-  fixed: the TD targets of 8 minibatches at a time come from one forward pass (one pass over the
-  whole phase would stream megabytes of activations through memory; 8 * 64 rows stay in cache).
-- The Q-network's parameters live in one flat tensor. The backward pass of the MLP is written out
-  (a handful of matmuls into one flat gradient tensor: no autograd graph per step), so gradient
-  clipping is one norm and Adam one fused update. `tests/test_dqn.py` checks it against autograd.
-- Acting reads the same memory through numpy (`tensor.numpy()` shares it): no copy, no tensors
-  per environment step.
+`dllab.rl.dqn_torch_fast` computes the same update several times faster (flat parameters, a
+written-out backward pass, fused Adam); `tests/test_dqn_reference.py` checks that both give the
+same loss, gradient and weights after an Adam step (float64, 1e-12). It is the engine behind
+`python -m dllab bench dqn`, and `--set engine=fast` picks it in the DQN scenarios.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from dllab.rl.common import DQNConfig, TrainResult, env_sizes, mlp_forward, train_loop, uniform_init
 
-__all__ = ["DQN", "DQNConfig", "QNetwork", "TorchLearner", "train", "run"]
+__all__ = ["DQN", "DQNConfig", "DQNLearner", "QNetwork", "build_q_network", "run", "train"]
 
 
-TARGET_CHUNK = 8  # minibatches per target-network forward pass: (8 * batch, width) stays in cache
+class QNetwork(nn.Sequential):
+    """An MLP from observations to one Q-value per action (ReLU between layers)."""
+
+    def __init__(self, sizes: list[int]):
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-2], sizes[-1]))
+        super().__init__(*layers)
 
 
-class QNetwork:
-    """An MLP whose weights are views into one flat parameter tensor (W of shape (in, out))."""
-
-    def __init__(self, sizes: list[int], weights: list[np.ndarray]):
-        self.sizes = sizes
-        self.flat = torch.cat([torch.from_numpy(w).reshape(-1) for w in weights])
-        self.grad = torch.zeros_like(self.flat)
-        self.weights, self.grads = self._views(self.flat), self._views(self.grad)
-
-    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        views, offset = [], 0
-        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            views.append(flat[offset:offset + fan_in * fan_out].view(fan_in, fan_out))
-            views.append(flat[offset + fan_in * fan_out:offset + (fan_in + 1) * fan_out])
-            offset += (fan_in + 1) * fan_out
-        return views
-
-    def forward(self, x: torch.Tensor, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Q-values (batch, actions); differentiable when `weights` require grad."""
-        weights = self.weights if weights is None else weights
-        for i in range(0, len(weights) - 2, 2):
-            x = torch.addmm(weights[i + 1], x, weights[i]).clamp_min(0)
-        return torch.addmm(weights[-1], x, weights[-2])
-
-    def huber_gradient(self, x: torch.Tensor, one_hot: torch.Tensor, targets: torch.Tensor,
-                       with_loss: bool = True) -> float | None:
-        """Write d(mean Huber(Q(x, a) - target))/d(parameters) into `self.grad` (the actions a
-        given as one-hot rows); return the loss if asked (computing it costs a few operations)."""
-        weights, grads = self.weights, self.grads
-        activations, h = [x], x
-        for i in range(0, len(weights) - 2, 2):
-            h = torch.addmm(weights[i + 1], h, weights[i]).clamp_min_(0)
-            activations.append(h)
-        q = torch.addmm(weights[-1], h, weights[-2])
-        error = (q * one_hot).sum(1).sub_(targets)
-        clipped = error.clamp(-1, 1)  # Huber's derivative
-        loss = float((clipped * (error - 0.5 * clipped)).mean()) if with_loss else None  # = Huber(error)
-        delta = one_hot.mul(clipped.div_(len(x)).unsqueeze(1))
-        for layer in range(len(weights) // 2 - 1, -1, -1):
-            torch.mm(activations[layer].T, delta, out=grads[2 * layer])
-            torch.sum(delta, 0, out=grads[2 * layer + 1])
-            if layer > 0:  # through the ReLU: zero where the unit was inactive
-                delta = torch.ops.aten.threshold_backward(delta @ weights[2 * layer].T, activations[layer], 0)
-        return loss
+def build_q_network(sizes: list[int], weights: list[np.ndarray]) -> QNetwork:
+    """A QNetwork holding `weights`: [W1, b1, ...] with W of shape (in, out), as `uniform_init`
+    draws them for both frameworks (`nn.Linear` keeps W as (out, in))."""
+    network = QNetwork(sizes)
+    linears = [module for module in network if isinstance(module, nn.Linear)]
+    with torch.no_grad():
+        for layer, kernel, bias in zip(linears, weights[0::2], weights[1::2]):
+            layer.weight.copy_(torch.from_numpy(kernel.T))
+            layer.bias.copy_(torch.from_numpy(bias))
+    return network
 
 
-class Adam:
-    """torch.optim.Adam's update on flat tensors (one, or a list stepped together): one fused
-    kernel (`torch._fused_adam_`, what `Adam(fused=True)` calls, without its per-call Python
-    overhead), or five in-place operations per tensor where that kernel is missing."""
-
-    def __init__(self, parameters: torch.Tensor | list[torch.Tensor], gradients: torch.Tensor | list[torch.Tensor],
-                 learning_rate: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
-        self.parameters = list(parameters) if isinstance(parameters, (list, tuple)) else [parameters]
-        self.gradients = list(gradients) if isinstance(gradients, (list, tuple)) else [gradients]
-        self.learning_rate, self.beta1, self.beta2, self.eps = learning_rate, beta1, beta2, eps
-        self.m = [torch.zeros_like(p) for p in self.parameters]
-        self.v = [torch.zeros_like(p) for p in self.parameters]
-        self.step_count = torch.zeros(())  # a tensor, as the fused kernel wants
-        self._fused = getattr(torch, "_fused_adam_", None)
-
-    @property
-    def steps(self) -> int:
-        return int(self.step_count)
-
-    def step(self) -> None:
-        self.step_count += 1
-        if self._fused is not None:
-            self._fused(self.parameters, self.gradients, self.m, self.v, [], [self.step_count] * len(self.m),
-                        lr=self.learning_rate, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0,
-                        eps=self.eps, amsgrad=False, maximize=False)
-            return
-        steps = float(self.step_count)
-        bias1, bias2 = 1 - self.beta1 ** steps, 1 - self.beta2 ** steps
-        for parameter, gradient, m, v in zip(self.parameters, self.gradients, self.m, self.v):
-            m.lerp_(gradient, 1 - self.beta1)
-            v.mul_(self.beta2).addcmul_(gradient, gradient, value=1 - self.beta2)
-            denominator = (v.sqrt() / bias2 ** 0.5).add_(self.eps)
-            parameter.addcdiv_(m, denominator, value=-self.learning_rate / bias1)
-
-
-class TorchLearner:
-    """Online and target networks, Adam, and the gradient steps of one training phase."""
+class DQNLearner:
+    """Online and target Q-networks, Adam, and the gradient steps of one training phase."""
 
     def __init__(self, config: DQNConfig, observation_size: int, n_actions: int, seed: int):
         self.config = config
         sizes = [observation_size, *config.hidden, n_actions]
         initial = uniform_init(np.random.default_rng([seed, 2]), sizes)
-        self.online, self.target = QNetwork(sizes, initial), QNetwork(sizes, initial)
-        self.optimizer = Adam(self.online.flat, self.online.grad, config.learning_rate)
-        self._acting = [w.numpy() for w in self.online.weights]  # numpy views of the same memory
-        self._target_stale = False
+        self.online, self.target = build_q_network(sizes, initial), build_q_network(sizes, initial)
+        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=config.learning_rate)
+        self._acting, self._target_stale = self.online_weights(), False
+
+    def online_weights(self) -> list[np.ndarray]:
+        """The online network as numpy [W1, b1, ...] (W of shape (in, out)), for acting."""
+        arrays = [parameter.detach().numpy() for parameter in self.online.parameters()]
+        return [array.T.copy() if array.ndim == 2 else array.copy() for array in arrays]
 
     def acting_weights(self) -> list[np.ndarray]:
         return self._acting
 
     def update_target(self) -> None:
         if self._target_stale:  # the online weights change only in training phases
-            self.target.flat.copy_(self.online.flat)
+            self.target.load_state_dict(self.online.state_dict())
             self._target_stale = False
 
     @torch.no_grad()
-    def td_targets(self, rewards, next_observations, terminated) -> torch.Tensor:
-        """r + gamma * (1 - terminated) * max_a' Q_target(s', a'), for all rows at once."""
-        shape = rewards.shape
-        next_flat = next_observations.reshape(-1, next_observations.shape[-1])
-        next_q = self.target.forward(next_flat)
-        if self.config.double_dqn:  # online net picks the action, target net values it
-            chosen = self.online.forward(next_flat).argmax(1, keepdim=True)
-            next_value = next_q.gather(1, chosen).squeeze(1)
+    def td_target(self, rewards, next_observations, terminated) -> torch.Tensor:
+        """r + gamma * (1 - terminated) * Q_target(s', a'): a' is the target network's best action,
+        or with double DQN the online network's (which the target network then values)."""
+        next_q = self.target(next_observations)
+        if self.config.double_dqn:
+            next_actions = self.online(next_observations).argmax(dim=1, keepdim=True)
         else:
-            next_value = next_q.max(1).values
-        return rewards + self.config.gamma * (1 - terminated) * next_value.reshape(shape)
+            next_actions = next_q.argmax(dim=1, keepdim=True)
+        next_value = next_q.gather(1, next_actions).squeeze(1)
+        return rewards + self.config.gamma * (1 - terminated) * next_value
 
-    @torch.no_grad()
+    def train_step(self, observations, actions, target) -> float:
+        """One gradient step on a minibatch: the Huber loss of Q(s, a) against the TD target, its
+        gradient clipped to norm max_grad_norm; returns the loss."""
+        q = self.online(observations).gather(1, actions.unsqueeze(1)).squeeze(1)
+        loss = F.smooth_l1_loss(q, target)
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        return loss.item()
+
     def train_phase(self, batch: dict[str, np.ndarray]) -> float:
-        """Gradient steps on minibatches (steps, batch, ...); returns the last step's Huber loss.
-        Denormal floats are flushed to zero meanwhile: Adam's moments of dead ReLU units decay
-        into the denormal range, where x86 arithmetic is ~100x slower."""
-        torch.set_flush_denormal(True)
-        try:
-            return self._train_phase(batch)
-        finally:
-            torch.set_flush_denormal(False)
-            self._target_stale = True
-
-    def _train_phase(self, batch: dict[str, np.ndarray]) -> float:
-        data = {k: torch.from_numpy(v) for k, v in batch.items()}
-        one_hot = torch.nn.functional.one_hot(data["actions"], self.online.sizes[-1]).float()
-        steps, loss = len(data["actions"]), 0.0
-        for k in range(steps):
-            if self.config.double_dqn:  # the online net moves after each step
-                target = self.td_targets(data["rewards"][k], data["next_observations"][k], data["terminated"][k])
-            else:  # the target net is fixed during the phase: one forward pass per chunk of minibatches
-                if k % TARGET_CHUNK == 0:
-                    chunk = slice(k, k + TARGET_CHUNK)
-                    targets = self.td_targets(data["rewards"][chunk], data["next_observations"][chunk],
-                                              data["terminated"][chunk])
-                target = targets[k % TARGET_CHUNK]
-            last = k == steps - 1  # the phase's loss is logged at its last step
-            loss = self.online.huber_gradient(data["observations"][k], one_hot[k], target, with_loss=last)
-            norm = float(torch.linalg.vector_norm(self.online.grad))
-            if norm > self.config.max_grad_norm:  # clip_grad_norm_'s rule
-                self.online.grad.mul_(self.config.max_grad_norm / (norm + 1e-6))
-            self.optimizer.step()
-        return loss
+        """Gradient steps on minibatches (arrays of shape (steps, batch, ...)), each against the
+        TD target of the networks as they are; returns the mean Huber loss of the steps."""
+        data = {name: torch.from_numpy(array) for name, array in batch.items()}
+        losses = []
+        for k in range(len(data["actions"])):
+            target = self.td_target(data["rewards"][k], data["next_observations"][k],
+                                    data["terminated"][k])
+            losses.append(self.train_step(data["observations"][k], data["actions"][k], target))
+        self._acting, self._target_stale = self.online_weights(), True
+        return float(np.mean(losses))
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"target_stale": np.array(self._target_stale),
-                "online": self.online.flat.numpy().copy(), "target": self.target.flat.numpy().copy(),
-                "adam_m": self.optimizer.m[0].numpy().copy(), "adam_v": self.optimizer.v[0].numpy().copy(),
-                "adam_steps": np.array(self.optimizer.steps)}
+        """Weights of both networks and Adam's moments, as numpy arrays for a checkpoint."""
+        from dllab.checkpoint import torch_optimizer_state
+
+        arrays = {}
+        for prefix, network in (("online/", self.online), ("target/", self.target)):
+            arrays.update({prefix + k: v.numpy().copy() for k, v in network.state_dict().items()})
+        arrays.update(torch_optimizer_state(self.optimizer)[0])  # hyperparameters: from the config
+        arrays["target_stale"] = np.array(self._target_stale)
+        return arrays
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.online.flat.copy_(torch.from_numpy(arrays["online"]))
-        self.target.flat.copy_(torch.from_numpy(arrays["target"]))
-        self.optimizer.m[0].copy_(torch.from_numpy(arrays["adam_m"]))
-        self.optimizer.v[0].copy_(torch.from_numpy(arrays["adam_v"]))
-        self.optimizer.step_count.fill_(float(arrays["adam_steps"]))
-        self._target_stale = bool(arrays["target_stale"])
+        """Continue from `state()`'s arrays exactly."""
+        from dllab.checkpoint import load_torch_optimizer_state
+
+        for prefix, network in (("online/", self.online), ("target/", self.target)):
+            network.load_state_dict({k[len(prefix):]: torch.from_numpy(v)
+                                     for k, v in arrays.items() if k.startswith(prefix)})
+        load_torch_optimizer_state(self.optimizer, arrays)
+        self._acting, self._target_stale = self.online_weights(), bool(arrays["target_stale"])
 
 
 class DQN:
-    """The reference implementation as one object: `DQN(DQNConfig(...)).learn(seed=0)` trains and
+    """The learner and the loop as one object: `DQN(DQNConfig(...)).learn(seed=0)` trains and
     returns a TrainResult; `predict(observations)` then gives the greedy actions."""
 
     def __init__(self, config: DQNConfig | None = None):
         self.config, self.learner = config or DQNConfig(), None
 
     def learn(self, seed: int = 0, **loop_options) -> TrainResult:
-        self.learner = TorchLearner(self.config, *env_sizes(self.config.env_id), seed)
+        self.learner = DQNLearner(self.config, *env_sizes(self.config.env_id), seed)
         return train_loop(self.config, self.learner, seed, **loop_options)
 
     def predict(self, observations) -> np.ndarray:
         if self.learner is None:
             raise ValueError("DQN.predict: call learn() first")
-        return mlp_forward(self.learner.acting_weights(), np.asarray(observations, dtype=np.float32)).argmax(-1)
+        observations = np.asarray(observations, dtype=np.float32)
+        return mlp_forward(self.learner.acting_weights(), observations).argmax(-1)
 
 
 def train(config: DQNConfig, seed: int = 0, **loop_options) -> TrainResult:
     """Train one DQN (one thread is the caller's choice: `torch.set_num_threads`)."""
-    learner = TorchLearner(config, *env_sizes(config.env_id), seed)
+    learner = DQNLearner(config, *env_sizes(config.env_id), seed)
     return train_loop(config, learner, seed, **loop_options)
 
 
-def run(ctx, **params) -> dict[str, float]:
-    """Scenario entry (torch): see `dllab.rl.dqn_scenario.run_scenario` for the parameters."""
+def run(ctx, *, engine: str = "reference", **params) -> dict[str, float]:
+    """Scenario entry (torch): this learner, or with engine "fast" `dllab.rl.dqn_torch_fast`'s
+    (the same update, faster); see `dllab.rl.dqn_scenario.run_scenario` for the parameters."""
     from dllab.rl.dqn_scenario import run_scenario
 
-    return run_scenario(ctx, TorchLearner, **params)
+    if engine == "fast":
+        from dllab.rl.dqn_torch_fast import FastTorchLearner
+
+        return run_scenario(ctx, FastTorchLearner, **params)
+    return run_scenario(ctx, DQNLearner, **params)
