@@ -64,6 +64,8 @@ def args(**overrides):
 
 
 def test_requests_cover_envs_seeds_and_rotated_implementations(tmp_path):
+    for module in ("stable_baselines3", "torch", "tensorflow", "keras"):  # each implementation's install
+        pytest.importorskip(module)
     envs, impls, seeds = bench._options(args(env=None, seeds=None, seeds_from=10, impl="sb3,dllab,keras"))
     assert envs == bench.ENVS and seeds == list(range(10, 20))
     assert impls == ["sb3", "dllab", "keras-tensorflow", "keras-torch"]

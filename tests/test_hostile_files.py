@@ -161,6 +161,7 @@ def test_unusable_paths_are_usage_errors(path):
 
 
 def test_a_bomb_through_the_cli_is_exit_2_with_no_run_folder(tmp_path):
+    pytest.importorskip("torch")  # the CNN of the command below
     bomb = tmp_path / "train-images-idx3-ubyte.gz"
     gzip_bomb(bomb, idx_header((2_000_000, 28, 28)), 1500)
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_header((10,)) + bytes(10))
